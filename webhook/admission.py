@@ -1,0 +1,159 @@
+"""AdmissionReview v1 on the wire: bytes -> core Request, Decision -> bytes.
+
+Parsing reads only the fields the core needs (no model validation of the whole Pod). A body
+that is not a usable review raises ReviewError carrying the request uid when one can be
+recovered, so the caller can still answer with a well-formed AdmissionReview.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from .core import messages
+from .core.types import Decision, Request
+
+__all__ = ["ReviewError", "error_review", "parse_review", "recover_uid", "response_review"]
+
+API_VERSION = "admission.k8s.io/v1"
+_OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+_UID = re.compile(rb'"uid"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
+_UID_SCAN_BYTES = 64 * 1024
+_STATUS_REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    413: "RequestEntityTooLarge",
+    500: "InternalError",
+}
+
+
+class ReviewError(ValueError):
+    """A body that is not a usable AdmissionReview; `uid` is set when it could be recovered."""
+
+    def __init__(self, detail: str, uid: str | None, status: int = 400) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.uid = uid
+        self.status = status
+
+
+def recover_uid(body: bytes) -> str | None:
+    """The request uid from raw bytes that do not parse (truncated, nested too deep, bad
+    UTF-8). The API server writes `request.uid` first in the request, before the object."""
+    match = _UID.search(body, 0, _UID_SCAN_BYTES)
+    return match.group(1).decode("ascii") if match else None
+
+
+def _str(value: object, path: str, uid: str) -> str:
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise ReviewError(messages.wrong_type(path, "str", value), uid)
+    return value
+
+
+def parse_review(body: bytes) -> Request:
+    """The core Request in an AdmissionReview body, or ReviewError."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ReviewError(f"the body is not JSON ({exc})", recover_uid(body)) from None
+    if type(doc) is not dict:
+        raise ReviewError("the body is not a JSON object", None)
+    request = doc.get("request")
+    if type(request) is not dict:
+        raise ReviewError("it has no request object", None)
+    uid = request.get("uid")
+    if type(uid) is not str or not uid:
+        raise ReviewError("request.uid is missing", None)
+    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != "AdmissionReview":
+        raise ReviewError(
+            f"expected apiVersion {API_VERSION} kind AdmissionReview, got "
+            f"{messages.quote(doc.get('apiVersion'))} {messages.quote(doc.get('kind'))}",
+            uid,
+        )
+    kind = request.get("kind")
+    if type(kind) is not dict:
+        raise ReviewError(messages.wrong_type("request.kind", "dict", kind), uid)
+    operation = request.get("operation")
+    if operation not in _OPERATIONS:
+        raise ReviewError(f"unknown operation {messages.quote(operation)}", uid)
+    obj = request.get("object")
+    old = request.get("oldObject")
+    if operation in ("CREATE", "UPDATE") and type(obj) is not dict:
+        raise ReviewError(f"a {operation} request needs request.object", uid)
+    if old is not None and type(old) is not dict:
+        raise ReviewError(messages.wrong_type("request.oldObject", "dict", old), uid)
+    user = request.get("userInfo") or {}
+    if type(user) is not dict:
+        raise ReviewError(messages.wrong_type("request.userInfo", "dict", user), uid)
+    groups = user.get("groups") or ()
+    if type(groups) is not list or not all(type(g) is str for g in groups):
+        raise ReviewError("request.userInfo.groups must be a list of strings", uid)
+    dry_run = request.get("dryRun") or False
+    if type(dry_run) is not bool:
+        raise ReviewError(messages.wrong_type("request.dryRun", "bool", dry_run), uid)
+    return Request(
+        uid=uid,
+        operation=operation,
+        group=_str(kind.get("group"), "request.kind.group", uid),
+        kind=_str(kind.get("kind"), "request.kind.kind", uid),
+        namespace=_str(request.get("namespace"), "request.namespace", uid),
+        name=_str(request.get("name"), "request.name", uid),
+        obj=obj if type(obj) is dict else {},
+        old_obj=old,
+        username=_str(user.get("username"), "request.userInfo.username", uid),
+        groups=tuple(groups),
+        dry_run=dry_run,
+    )
+
+
+def _review(response: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+    )
+
+
+def response_review(
+    uid: str,
+    decision: Decision,
+    *,
+    patch: Sequence[dict[str, Any]] = (),
+    warnings: bool = True,
+    audit: bool = True,
+) -> bytes:
+    """The AdmissionReview answer for a decision, with its JSONPatch when there is one."""
+    response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
+    if not decision.allowed:
+        code = decision.status_code
+        response["status"] = {
+            "code": code,
+            "reason": _STATUS_REASONS.get(code, "Forbidden"),
+            "message": messages.denial(decision.reasons),
+        }
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
+    if warnings and decision.warnings:
+        response["warnings"] = list(decision.warnings)
+    if audit and decision.audit:
+        response["auditAnnotations"] = dict(decision.audit)
+    return _review(response)
+
+
+def error_review(uid: str, message: str, *, status: int, allowed: bool = False) -> bytes:
+    """An answer for a request that could not be evaluated (unreadable, or an internal error)."""
+    response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if allowed:
+        response["warnings"] = [messages.warning(message)]
+    else:
+        response["status"] = {
+            "code": status,
+            "reason": _STATUS_REASONS.get(status, "BadRequest"),
+            "message": message,
+        }
+    return _review(response)

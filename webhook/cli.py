@@ -1,0 +1,151 @@
+"""`costgate` (also `kubectl costgate`): serve | estimate | certs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .certs import ensure_certificates, issue, service_hosts
+from .core.engine import Config
+from .estimate import ManifestError, estimate_rows, read_manifests, render_json, render_table
+from .tables import TableError, load_policy, load_pricing
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _load_config(pricing: Path | None, policy: Path | None) -> Config:
+    return Config(table=load_pricing(pricing), policy=load_policy(policy))
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    config = _load_config(args.pricing, args.policy)
+    try:
+        if args.file == "-":
+            objects = read_manifests(sys.stdin, "STDIN")
+        else:
+            with open(args.file, encoding="utf-8") as stream:
+                objects = read_manifests(stream, args.file)
+    except OSError as exc:
+        print(f"costgate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ManifestError, UnicodeDecodeError) as exc:
+        print(f"costgate: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rows = estimate_rows(objects, config=config, namespace=args.namespace)
+    print(render_json(rows) if args.output == "json" else render_table(rows))
+    return EXIT_OK if all(row["allowed"] for row in rows) else EXIT_DENIED
+
+
+_SERVE_ENV = {
+    "host": "COSTGATE_HOST",
+    "port": "COSTGATE_PORT",
+    "workers": "COSTGATE_WORKERS",
+    "pricing": "COSTGATE_PRICING",
+    "policy": "COSTGATE_POLICY",
+    "tls_cert": "COSTGATE_TLS_CERT",
+    "tls_key": "COSTGATE_TLS_KEY",
+    "cert_dir": "COSTGATE_CERT_DIR",
+    "log_level": "COSTGATE_LOG_LEVEL",
+}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .logs import configure
+    from .server.run import serve
+    from .settings import Settings
+
+    # Flags become COSTGATE_* variables: worker processes build their app from them.
+    for option, variable in _SERVE_ENV.items():
+        value = getattr(args, option)
+        if value is not None:
+            os.environ[variable] = str(value)
+    settings = Settings()
+    configure(settings.log_level)
+    _load_config(settings.pricing, settings.policy)  # refuse bad files before listening
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise TableError("--tls-cert and --tls-key go together")
+    if settings.tls_cert and settings.tls_key:
+        certfile, keyfile = str(settings.tls_cert), str(settings.tls_key)
+    else:
+        paths = ensure_certificates(settings.cert_dir, list(settings.cert_hosts))
+        certfile, keyfile = str(paths.cert), str(paths.key)
+        print(
+            f"costgate: self-signed certificate in {settings.cert_dir} (CA: {paths.ca})",
+            file=sys.stderr,
+        )
+    print(
+        f"costgate: serving https://{settings.host}:{settings.port} "
+        f"(POST /mutate, /validate; GET /healthz, /readyz, /metrics)",
+        file=sys.stderr,
+    )
+    serve(settings, certfile=certfile, keyfile=keyfile)
+    return EXIT_OK
+
+
+def _certs(args: argparse.Namespace) -> int:
+    hosts = service_hosts(args.service, args.namespace) + list(args.host or ())
+    paths = issue(args.out, hosts)
+    print(f"wrote {paths.ca}, {paths.cert}, {paths.key} for {', '.join(hosts)}")
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="costgate", description="Price GPU workloads before they start."
+    )
+    parser.add_argument("--version", action="version", version=f"costgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the admission webhook over HTTPS")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--pricing", type=Path, help="pricing table (default: bundled)")
+    serve.add_argument("--policy", type=Path, help="policy file (default: bundled)")
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("--cert-dir", type=Path, help="where self-signed certificates go")
+    serve.add_argument("--log-level")
+    serve.set_defaults(run=_serve)
+
+    estimate = commands.add_parser("estimate", help="the webhook's decision for manifests, offline")
+    estimate.add_argument("-f", "--filename", dest="file", required=True, help="FILE or -")
+    estimate.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    estimate.add_argument(
+        "-n",
+        "--namespace",
+        default="default",
+        help="namespace for objects that name none (default: default)",
+    )
+    estimate.add_argument("--pricing", type=Path)
+    estimate.add_argument("--policy", type=Path)
+    estimate.set_defaults(run=_estimate)
+
+    certs = commands.add_parser("certs", help="a CA and serving certificate for the webhook")
+    certs.add_argument("--out", type=Path, default=Path("certs/out"))
+    certs.add_argument("--service", default="costgate")
+    certs.add_argument("--namespace", default="costgate-system")
+    certs.add_argument("--host", action="append", help="extra DNS name or IP (repeatable)")
+    certs.set_defaults(run=_certs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except TableError as exc:
+        print(f"costgate: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The pricing table as the core reads it: GPU types, the resources that request them, and the
+node labels and instance types that name them.
+
+Built once from `pricing/*.yaml` by `webhook.tables`; lookups here are dict hits on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["GpuType", "PriceTable", "ResourceRule", "normalize_label_value"]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuType:
+    id: str
+    name: str
+    resource: str
+    usd_per_hour: float
+    source: str = ""
+    as_of: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRule:
+    """An extended resource that requests GPUs.
+
+    Whole-GPU resources (`fraction` 1) can be any GPU type requested through that resource
+    name; a MIG profile is a fraction of one of the parent types in `of`.
+    """
+
+    name: str
+    fraction: float = 1.0
+    fraction_text: str = "1"
+    of: tuple[str, ...] = ()  # empty: every GPU type whose `resource` is this name
+
+
+def normalize_label_value(value: str) -> str:
+    """Fold the decorations GPU feature discovery adds to product names, and case.
+
+    `NVIDIA-A100-SXM4-40GB-MIG-1g.5gb` and `Tesla-T4-SHARED` name the A100 and the T4.
+    """
+    value = value.strip().lower()
+    if value.endswith("-shared"):
+        value = value[: -len("-shared")]
+    cut = value.find("-mig-")
+    if cut > 0:
+        value = value[:cut]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    gpus: Mapping[str, GpuType]
+    resources: Mapping[str, ResourceRule]
+    # label key -> normalized value -> candidate GPU ids (several when a name is ambiguous)
+    label_values: Mapping[str, Mapping[str, tuple[str, ...]]]
+    instance_type_keys: tuple[str, ...]
+    instance_types: Mapping[str, tuple[str, int]]  # instance type -> (GPU id, GPUs per instance)
+    source: str = ""
+    # Derived once: candidates per resource, most expensive first.
+    _by_resource: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _instance_types_folded: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for rule in self.resources.values():
+            ids = rule.of or tuple(g.id for g in self.gpus.values() if g.resource == rule.name)
+            self._by_resource[rule.name] = self.by_price(ids)
+        for name, (gpu, _) in self.instance_types.items():
+            self._instance_types_folded[name.lower()] = gpu
+
+    def by_price(self, ids: Iterable[str]) -> tuple[str, ...]:
+        """GPU ids, most expensive first (ties by id, so the order is stable)."""
+        return tuple(sorted(set(ids), key=lambda i: (-self.gpus[i].usd_per_hour, i)))
+
+    def candidates(self, resource: str) -> tuple[str, ...]:
+        """GPU types a resource can be, most expensive first; empty for unknown resources."""
+        return self._by_resource.get(resource, ())
+
+    def most_expensive(self) -> str:
+        return self.by_price(self.gpus)[0]
+
+    def types_for_label(self, key: str, value: str) -> tuple[str, ...] | None:
+        """GPU types a node label names; None when the key is not a GPU-naming key,
+        () when the key is known but the value names no type in the table."""
+        values = self.label_values.get(key)
+        if values is not None:
+            return values.get(normalize_label_value(value), ())
+        if key in self.instance_type_keys:
+            gpu = self._instance_types_folded.get(value.strip().lower())
+            return (gpu,) if gpu else ()
+        return None
+
+    def gpu_keys(self) -> tuple[str, ...]:
+        """Every node label key that names GPU types, directly or through instance types."""
+        return (*self.label_values, *self.instance_type_keys)
+
+    def resolve_alias(self, text: str) -> tuple[str, ...]:
+        """GPU ids a free-text type names (the gpu-type annotation): an id, or any alias."""
+        folded = normalize_label_value(text)
+        if folded in self.gpus:
+            return (folded,)
+        found: set[str] = set()
+        for values in self.label_values.values():
+            found.update(values.get(folded, ()))
+        gpu = self._instance_types_folded.get(folded)
+        if gpu:
+            found.add(gpu)
+        return self.by_price(found)

@@ -1,0 +1,172 @@
+"""Workload -> Decision: attribution, runtime and deadline, price, cost gate, rollout mode.
+
+Every rule that fails adds a Reason; the user sees all of them at once rather than fixing one
+problem per `kubectl apply`. Wording lives in `messages`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import messages
+from .catalog import PriceTable
+from .policy import NamespacePolicy
+from .pricing import Pricing, price
+from .quantities import parse_duration
+from .types import ANNOTATION_MAX_RUNTIME, Decision, Reason, Workload
+
+__all__ = ["check_labels", "decide"]
+
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+# Reasons that mean the object cannot be priced as written: no point pricing it.
+_UNPRICEABLE = frozenset({"invalid-gpu-request", "invalid-runtime", "runtime-too-long"})
+
+
+def check_labels(workload: Workload, policy: NamespacePolicy) -> list[Reason]:
+    missing: list[str] = []
+    reasons: list[Reason] = []
+    for key in policy.required_labels:
+        value = workload.labels.get(key)
+        if value is None or value == "":
+            missing.append(key)
+        elif type(value) is not str or not _LABEL_VALUE.fullmatch(value):
+            reasons.append(Reason("missing-labels", messages.invalid_label_value(key, value)))
+    if missing:
+        text = messages.missing_labels(
+            workload.kind, workload.display_name, missing, policy.required_labels
+        )
+        reasons.insert(0, Reason("missing-labels", text))
+    return reasons
+
+
+def _runtime(
+    workload: Workload, policy: NamespacePolicy, namespace: str
+) -> tuple[int | None, int | None, list[Reason], list[str]]:
+    """(runtime the estimate uses, deadline to set or None, reasons, warnings) for batch work."""
+    raw = workload.annotations.get(ANNOTATION_MAX_RUNTIME)
+    if raw is None:
+        declared = policy.default_runtime_seconds
+    else:
+        parsed = parse_duration(raw) if type(raw) is str else None
+        if parsed is None:
+            return None, None, [Reason("invalid-runtime", messages.invalid_runtime(raw))], []
+        if parsed > policy.max_runtime_seconds:
+            text = messages.runtime_too_long(parsed, policy.max_runtime_seconds, namespace)
+            return None, None, [Reason("runtime-too-long", text)], []
+        declared = parsed
+
+    existing = workload.existing_deadline
+    if existing is not None and existing <= declared:
+        return existing, None, [], []  # a smaller deadline is kept as it is
+    warnings: list[str] = []
+    if existing is not None:
+        warnings.append(messages.deadline_lowered(existing, declared))
+    elif raw is None:
+        warnings.append(
+            messages.default_runtime(declared)
+            if policy.mode == "enforce"
+            else messages.default_runtime_not_injected(declared)
+        )
+    return declared, declared, [], warnings
+
+
+def _type_notes(
+    pricing: Pricing, table: PriceTable, policy: NamespacePolicy, namespace: str
+) -> tuple[list[Reason], list[str]]:
+    reasons: list[Reason] = []
+    warnings: list[str] = []
+    unknown_labels = [label for r in pricing.resolutions for label in r.unknown_labels]
+    for resolution in pricing.resolutions:
+        if resolution.unknown_annotation:
+            text = messages.unknown_gpu_annotation(resolution.unknown_annotation, table.gpus)
+            reasons.append(Reason("unknown-gpu-type", text))
+        if resolution.annotation_outpriced:
+            warnings.append(messages.annotation_outpriced(*resolution.annotation_outpriced))
+    if pricing.unresolved and not reasons:
+        if policy.unknown_gpu == "deny":
+            text = messages.unknown_gpu_denied(namespace, unknown_labels)
+            reasons.append(Reason("unknown-gpu-type", text))
+        else:
+            line = next(line for line in pricing.estimate.lines if not line.resolved)
+            gpu = table.gpus[line.gpu_type]
+            warnings.append(messages.unknown_gpu_priced(gpu.id, gpu.usd_per_hour, unknown_labels))
+    return reasons, warnings
+
+
+def decide(
+    workload: Workload,
+    *,
+    table: PriceTable,
+    policy: NamespacePolicy,
+    hours_per_month: float,
+) -> Decision:
+    """The decision for a GPU workload that is priced here (batch or serving)."""
+    namespace = workload.namespace
+    reasons = list(workload.problems)
+    warnings: list[str] = []
+    for shape in workload.pods:
+        gpus = sum(g.count for g in shape.gpus)
+        if gpus > policy.max_gpus_per_pod:
+            reasons.append(
+                Reason("invalid-gpu-request", messages.too_many_gpus(gpus, policy.max_gpus_per_pod))
+            )
+    reasons += check_labels(workload, policy)
+
+    serving = workload.workload_class == "serving"
+    runtime: int | None = None
+    deadline: int | None = None
+    runtime_warnings: list[str] = []  # about the deadline: only true if the workload is admitted
+    if serving:
+        if ANNOTATION_MAX_RUNTIME in workload.annotations:
+            runtime_warnings.append(messages.runtime_ignored_for_serving())
+    else:
+        runtime, deadline, more_reasons, runtime_warnings = _runtime(workload, policy, namespace)
+        reasons += more_reasons
+
+    pricing = None
+    if not any(r.code in _UNPRICEABLE for r in reasons):
+        hours = hours_per_month if serving else (runtime or 0) / 3600
+        pricing = price(workload, table, hours=hours, per_month=serving)
+        type_reasons, type_warnings = _type_notes(pricing, table, policy, namespace)
+        reasons += type_reasons
+        warnings += type_warnings
+        limit = policy.serving_threshold_usd_per_month if serving else policy.threshold_usd
+        # Signed approvals (a later stage) will lift this reason when they cover the estimate.
+        if pricing.estimate.usd > limit:
+            reasons.append(
+                Reason(
+                    "over-threshold", messages.over_threshold(pricing.estimate, limit, namespace)
+                )
+            )
+
+    estimate = pricing.estimate if pricing else None
+    enforce = policy.mode == "enforce"
+    allowed = not reasons or not enforce
+    if reasons and not enforce:
+        warnings = [messages.would_deny(r.code, r.message) for r in reasons] + warnings
+    if allowed:
+        warnings = runtime_warnings + warnings
+        if estimate is not None:
+            warnings.insert(0, messages.estimate_warning(estimate))
+
+    audit = {
+        "decision": "allow" if not reasons else ("deny" if enforce else "warn"),
+        "workload": f"{workload.kind}/{workload.display_name}",
+    }
+    if reasons:
+        audit["reasons"] = ",".join(dict.fromkeys(r.code for r in reasons))
+    if estimate is not None:
+        audit["estimated-cost-usd"] = f"{estimate.usd:.2f}"
+        audit["estimate"] = messages.cost(estimate)
+    return Decision(
+        allowed=allowed,
+        reasons=tuple(reasons),
+        warnings=tuple(warnings),
+        workload=workload,
+        estimate=estimate,
+        runtime_seconds=runtime,
+        deadline=deadline if (enforce and allowed) else None,
+        stamp=f"{estimate.usd:.2f}" if (estimate is not None and allowed) else None,
+        mode=policy.mode,
+        audit=audit,
+    )

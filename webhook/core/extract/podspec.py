@@ -1,0 +1,157 @@
+"""A PodSpec's GPU demand and placement: shared by every kind that carries pod templates.
+
+The effective GPU request follows the scheduler (k8s.io/component-helpers PodRequests):
+max(limit, request) per container; regular containers and restartable (sidecar) init
+containers add up, each plain init container runs alone next to the sidecars started before
+it, and the larger of the two wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import messages
+from ..catalog import PriceTable
+from ..quantities import parse_quantity
+from ..types import GpuRequest, Placement, Reason
+
+__all__ = ["ObjectError", "is_gpu_resource", "read_gpus", "read_placement"]
+
+
+class ObjectError(Exception):
+    """The object has a field of the wrong type: the request cannot be read."""
+
+    def __init__(self, path: str, expected: str, value: object) -> None:
+        super().__init__(messages.wrong_type(path, expected, value))
+        self.reason = Reason("invalid-request", messages.wrong_type(path, expected, value))
+
+
+def field(obj: Mapping[str, Any], key: str, path: str, expected: type, default: Any) -> Any:
+    """obj[key] if it has the expected type, default if absent or null; ObjectError otherwise."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    if type(value) is not expected:
+        raise ObjectError(f"{path}.{key}" if path else key, expected.__name__, value)
+    return value
+
+
+def is_gpu_resource(name: str, table: PriceTable) -> bool:
+    """Known GPU resources, and names that look like one, so an unpriced GPU cannot slip by."""
+    if name in table.resources:
+        return True
+    group, _, resource = name.partition("/")
+    return bool(resource) and (
+        "gpu" in resource or resource.startswith("mig-") or group in ("nvidia.com", "amd.com")
+    )
+
+
+def _container_gpus(
+    container: Any, path: str, table: PriceTable, problems: list[Reason]
+) -> dict[str, int]:
+    if type(container) is not dict:
+        raise ObjectError(path, "object", container)
+    resources = container.get("resources")
+    if not resources:
+        return {}
+    if type(resources) is not dict:
+        raise ObjectError(f"{path}.resources", "object", resources)
+    found: dict[str, int] = {}
+    bad: set[str] = set()
+    for side in ("limits", "requests"):
+        amounts = resources.get(side)
+        if not amounts:
+            continue
+        if type(amounts) is not dict:
+            raise ObjectError(f"{path}.resources.{side}", "object", amounts)
+        for name, raw in amounts.items():
+            if not is_gpu_resource(name, table):
+                continue
+            quantity = parse_quantity(raw)
+            if quantity is None or quantity < 0 or quantity != quantity.to_integral_value():
+                if name not in bad:  # limits and requests usually repeat the same typo
+                    bad.add(name)
+                    cname = container.get("name") or path
+                    text = messages.invalid_gpu_quantity(cname, name, raw)
+                    problems.append(Reason("invalid-gpu-request", text))
+                continue
+            found[name] = max(found.get(name, 0), int(quantity))
+    return found
+
+
+def _add(into: dict[str, int], more: Mapping[str, int]) -> None:
+    for name, count in more.items():
+        into[name] = into.get(name, 0) + count
+
+
+def read_gpus(
+    spec: Mapping[str, Any], path: str, table: PriceTable, problems: list[Reason]
+) -> tuple[GpuRequest, ...]:
+    """The effective GPU request of a PodSpec, one entry per GPU resource with a count > 0."""
+    total: dict[str, int] = {}
+    for i, container in enumerate(field(spec, "containers", path, list, ())):
+        _add(total, _container_gpus(container, f"{path}.containers[{i}]", table, problems))
+
+    init_peak: dict[str, int] = {}
+    sidecars: dict[str, int] = {}
+    for i, container in enumerate(field(spec, "initContainers", path, list, ())):
+        gpus = _container_gpus(container, f"{path}.initContainers[{i}]", table, problems)
+        if container.get("restartPolicy") == "Always":
+            _add(sidecars, gpus)
+            running = dict(sidecars)
+        else:
+            running = dict(sidecars)
+            _add(running, gpus)
+        for name, count in running.items():
+            if count > init_peak.get(name, 0):
+                init_peak[name] = count
+
+    _add(total, sidecars)
+    for name, count in init_peak.items():
+        if count > total.get(name, 0):
+            total[name] = count
+    return tuple(GpuRequest(name, count) for name, count in sorted(total.items()) if count > 0)
+
+
+def read_placement(
+    spec: Mapping[str, Any], path: str, annotations: Mapping[str, str], annotation_key: str
+) -> Placement:
+    """Where the pod may run, as far as GPU type goes: annotation, nodeSelector, required
+    node affinity. Preferred affinity does not constrain placement and is ignored."""
+    selector = field(spec, "nodeSelector", path, dict, {})
+    terms: list[tuple[tuple[str, str, tuple[str, ...]], ...]] = []
+    affinity = field(spec, "affinity", path, dict, {})
+    node_affinity = field(affinity, "nodeAffinity", f"{path}.affinity", dict, {})
+    required = field(
+        node_affinity,
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        f"{path}.affinity.nodeAffinity",
+        dict,
+        {},
+    )
+    term_path = f"{path}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    for t, term in enumerate(field(required, "nodeSelectorTerms", term_path, list, ())):
+        tp = f"{term_path}.nodeSelectorTerms[{t}]"
+        if type(term) is not dict:
+            raise ObjectError(tp, "object", term)
+        exprs = []
+        for e, expr in enumerate(field(term, "matchExpressions", tp, list, ())):
+            ep = f"{tp}.matchExpressions[{e}]"
+            if type(expr) is not dict:
+                raise ObjectError(ep, "object", expr)
+            values = field(expr, "values", ep, list, ())
+            exprs.append(
+                (
+                    str(expr.get("key", "")),
+                    str(expr.get("operator", "")),
+                    tuple(str(v) for v in values),
+                )
+            )
+        terms.append(tuple(exprs))
+    annotation = annotations.get(annotation_key, "")
+    return Placement(
+        gpu_type_annotation=annotation if type(annotation) is str else "",
+        node_selector={str(k): str(v) for k, v in selector.items()},
+        required_terms=tuple(terms),
+    )

@@ -1,0 +1,289 @@
+"""Every sentence a user reads: what was found, the rule, and the way through.
+
+Nothing else in the package writes user-facing text. Values the user controls (names,
+labels, annotations) pass through `quote`, so they cannot inject newlines into kubectl
+output or stretch a message without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .quantities import format_hours
+from .types import (
+    ANNOTATION_APPROVAL,
+    ANNOTATION_GPU_TYPE,
+    ANNOTATION_MAX_RUNTIME,
+    Estimate,
+    Reason,
+)
+
+__all__ = [
+    "WARNING_PREFIX",
+    "annotation_outpriced",
+    "cost",
+    "deadline_lowered",
+    "default_runtime",
+    "default_runtime_not_injected",
+    "denial",
+    "estimate_warning",
+    "format_duration",
+    "internal_error",
+    "invalid_gpu_quantity",
+    "invalid_label_value",
+    "invalid_request",
+    "invalid_runtime",
+    "missing_labels",
+    "money",
+    "over_threshold",
+    "quote",
+    "runtime_ignored_for_serving",
+    "runtime_too_long",
+    "too_many_gpus",
+    "unknown_gpu_annotation",
+    "unknown_gpu_denied",
+    "unknown_gpu_priced",
+    "warning",
+    "would_deny",
+    "wrong_type",
+]
+
+WARNING_PREFIX = "costgate: "
+# AdmissionResponse.warnings: "Limit warnings to 120 characters if possible. Warnings over
+# 256 characters and large numbers of warnings may be truncated."
+_SHORT_WARNING = 120
+_MAX_WARNING = 256
+_MAX_QUOTED = 80
+
+
+def quote(value: object) -> str:
+    """A user-controlled value in double quotes, control characters escaped, length bounded."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > _MAX_QUOTED:
+        text = text[: _MAX_QUOTED - 1] + "…"
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
+    return f'"{escaped}"'
+
+
+def money(usd: float) -> str:
+    return f"${usd:,.2f}"
+
+
+def format_duration(seconds: int) -> str:
+    """A runtime limit as people write it: `7d`, `12h`, `90m`."""
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+def _breakdown(estimate: Estimate) -> str:
+    hours = "730h/month" if estimate.per_month else format_hours(round(estimate.hours * 3600))
+    parts = [
+        f"{line.count} × {line.label} at {money(line.usd_per_hour)}/h" for line in estimate.lines
+    ]
+    if len(parts) == 1:
+        return f"({parts[0]} × {hours})"
+    return f"(({' + '.join(parts)}) × {hours})"
+
+
+def cost(estimate: Estimate) -> str:
+    """`$1,152.00 (8 × h100-80gb at $6.00/h × 24h)`, or `$730.00/month (...)` for serving."""
+    suffix = "/month" if estimate.per_month else ""
+    return f"{money(estimate.usd)}{suffix} {_breakdown(estimate)}"
+
+
+def warning(text: str) -> str:
+    """A kubectl warning line: prefixed, one line, within the API server's limit."""
+    line = WARNING_PREFIX + text
+    return line if len(line) <= _MAX_WARNING else line[: _MAX_WARNING - 1] + "…"
+
+
+def estimate_warning(estimate: Estimate) -> str:
+    line = WARNING_PREFIX + "estimated cost " + cost(estimate)
+    if len(line) <= _SHORT_WARNING:
+        return line
+    gpus = sum(line.count for line in estimate.lines)
+    suffix = (
+        "/month" if estimate.per_month else f" over {format_hours(round(estimate.hours * 3600))}"
+    )
+    return warning(
+        f"estimated cost {money(estimate.usd)}{suffix} for {gpus} GPUs of "
+        f"{len({line.gpu_type for line in estimate.lines})} types (breakdown in audit annotations)"
+    )
+
+
+def _object(kind: str, name: str) -> str:
+    return f"{kind.lower()} {quote(name)}"
+
+
+def missing_labels(kind: str, name: str, missing: Iterable[str], required: Iterable[str]) -> str:
+    missing = list(missing)
+    noun = "label" if len(missing) == 1 else "labels"
+    return (
+        f"GPU {_object(kind, name)} is missing required {noun} {', '.join(missing)} "
+        f"(required: {', '.join(required)}, so every GPU hour has an owner and an experiment); "
+        f"add them under metadata.labels"
+    )
+
+
+def invalid_label_value(key: str, value: object) -> str:
+    return (
+        f"label {key}={quote(value)} is not a valid label value; use at most 63 letters, digits, "
+        f"'-', '_' or '.', starting and ending with a letter or digit"
+    )
+
+
+def invalid_runtime(value: object) -> str:
+    return (
+        f"annotation {ANNOTATION_MAX_RUNTIME}={quote(value)} is not a duration; "
+        f"write a positive whole duration such as 90m, 12h, 2d or 3600s"
+    )
+
+
+def runtime_too_long(seconds: int, cap: int, namespace: str) -> str:
+    return (
+        f"declared max runtime {format_duration(seconds)} ({ANNOTATION_MAX_RUNTIME}) exceeds the "
+        f"{format_duration(cap)} cap for namespace {quote(namespace)}; split the work into "
+        f"checkpointed runs of at most {format_duration(cap)}"
+    )
+
+
+def invalid_gpu_quantity(container: str, resource: str, value: object) -> str:
+    return (
+        f"invalid GPU request: container {quote(container)} asks for {resource} {quote(value)}; "
+        f"GPU counts must be whole numbers"
+    )
+
+
+def too_many_gpus(count: int, limit: int) -> str:
+    return (
+        f"invalid GPU request: one pod asks for {count} GPUs, more than the {limit} a single pod "
+        f"may use (policy max_gpus_per_pod); check resources.limits"
+    )
+
+
+def unknown_gpu_annotation(value: str, known: Iterable[str]) -> str:
+    return (
+        f"annotation {ANNOTATION_GPU_TYPE}={quote(value)} names no GPU type in the pricing table; "
+        f"use one of {', '.join(sorted(known))}"
+    )
+
+
+def _unknown_labels(labels: Iterable[str]) -> str:
+    labels = [quote(label) for label in labels]
+    if not labels:
+        return ""
+    return f" ({', '.join(labels)} name no GPU type in the pricing table)"
+
+
+def unknown_gpu_denied(namespace: str, labels: Iterable[str]) -> str:
+    return (
+        f"the GPU type is not pinned{_unknown_labels(labels)} and namespace {quote(namespace)} "
+        f"does not price unknown GPUs; set annotation {ANNOTATION_GPU_TYPE} or a GPU nodeSelector "
+        f"such as nvidia.com/gpu.product"
+    )
+
+
+def unknown_gpu_priced(gpu: str, usd_per_hour: float, labels: Iterable[str]) -> str:
+    return warning(
+        f"GPU type not pinned{_unknown_labels(labels)}; priced as {gpu} ({money(usd_per_hour)}/h), "
+        f"the dearest it could be; set {ANNOTATION_GPU_TYPE} or a GPU nodeSelector"
+    )
+
+
+def annotation_outpriced(annotated: str, allowed: str) -> str:
+    return warning(
+        f"{ANNOTATION_GPU_TYPE} says {annotated} but the node selectors allow {allowed}; "
+        f"priced as {allowed}"
+    )
+
+
+def over_threshold(estimate: Estimate, limit: float, namespace: str) -> str:
+    kind = "/month serving" if estimate.per_month else ""
+    return (
+        f"estimated cost {cost(estimate)} exceeds the {money(limit)}{kind} limit for namespace "
+        f"{quote(namespace)}; ask an approver for a token (costgate approve ...) and set "
+        f"annotation {ANNOTATION_APPROVAL}"
+    )
+
+
+def default_runtime(seconds: int) -> str:
+    return warning(
+        f"no {ANNOTATION_MAX_RUNTIME} annotation; default runtime {format_hours(seconds)} injected "
+        f"(spec.activeDeadlineSeconds={seconds})"
+    )
+
+
+def default_runtime_not_injected(seconds: int) -> str:
+    return warning(
+        f"no {ANNOTATION_MAX_RUNTIME} annotation; priced at the default {format_hours(seconds)}, "
+        f"which enforce mode would set as spec.activeDeadlineSeconds"
+    )
+
+
+def deadline_lowered(old: int, new: int) -> str:
+    return warning(
+        f"spec.activeDeadlineSeconds lowered from {old} to {new} (the declared max runtime)"
+    )
+
+
+def runtime_ignored_for_serving() -> str:
+    return warning(
+        f"{ANNOTATION_MAX_RUNTIME} is ignored for serving pods (owned by a ReplicaSet, StatefulSet "
+        f"or DaemonSet): they are priced per month and get no deadline"
+    )
+
+
+def would_deny(code: str, message: str) -> str:
+    return warning(f"would be denied in enforce mode ({code}): {message}")
+
+
+def wrong_type(path: str, expected: str, value: object) -> str:
+    return f"field {path} must be {_TYPE_NAMES.get(expected, expected)}, not {_describe(value)}"
+
+
+_TYPE_NAMES = {
+    "dict": "an object",
+    "list": "a list",
+    "str": "a string",
+    "int": "an integer",
+    "object": "an object",
+}
+
+
+def _describe(value: object) -> str:
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def denial(reasons: Iterable[Reason]) -> str:
+    """The status message kubectl prints after "denied the request:": one line."""
+    texts = [r.message for r in reasons]
+    if len(texts) == 1:
+        return texts[0]
+    return f"{len(texts)} problems: " + " ".join(f"({i}) {t};" for i, t in enumerate(texts, 1))[:-1]
+
+
+def invalid_request(detail: str) -> str:
+    return f"costgate cannot read this AdmissionReview: {detail}"
+
+
+def internal_error(request_id: str) -> str:
+    return (
+        f"costgate could not evaluate this request (internal error, request id {request_id}); "
+        f"retry, and if it persists give the request id to the platform team"
+    )

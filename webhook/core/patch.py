@@ -1,0 +1,56 @@
+"""Decision -> the minimal RFC 6902 JSONPatch that applies to the object as the API server
+holds it.
+
+Only ops that change something. A missing `metadata.annotations` is created with the stamp
+inside it in one `add`: adding `/metadata/annotations/x` to a Pod without annotations fails
+in the API server ("doc is missing path").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .types import ANNOTATION_ESTIMATED_COST, Decision
+
+__all__ = ["escape", "patch_ops"]
+
+
+def escape(token: str) -> str:
+    """A JSON Pointer reference token (RFC 6901): `~` -> `~0`, `/` -> `~1`."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+_STAMP_PATH = "/metadata/annotations/" + escape(ANNOTATION_ESTIMATED_COST)
+
+
+def _parent(obj: Mapping[str, Any], pointer: str) -> tuple[Mapping[str, Any] | None, str]:
+    """The object holding the last token of a simple /a/b/c pointer (no escapes) and that token."""
+    *parents, last = pointer.strip("/").split("/")
+    node: Any = obj
+    for token in parents:
+        node = node.get(token) if isinstance(node, Mapping) else None
+        if node is None:
+            return None, last
+    return (node if isinstance(node, Mapping) else None), last
+
+
+def patch_ops(decision: Decision, obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The JSONPatch ops that set the deadline and stamp the estimate; [] when nothing changes."""
+    ops: list[dict[str, Any]] = []
+    workload = decision.workload
+    if decision.deadline is not None and workload is not None:
+        parent, key = _parent(obj, workload.deadline_path)
+        current = parent.get(key) if parent is not None else None
+        if parent is not None and current != decision.deadline:
+            op = "replace" if current is not None else "add"
+            ops.append({"op": op, "path": workload.deadline_path, "value": decision.deadline})
+    if decision.stamp is not None:
+        metadata = obj.get("metadata")
+        annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+        if not isinstance(annotations, Mapping):
+            value = {ANNOTATION_ESTIMATED_COST: decision.stamp}
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": value})
+        elif annotations.get(ANNOTATION_ESTIMATED_COST) != decision.stamp:
+            ops.append({"op": "add", "path": _STAMP_PATH, "value": decision.stamp})
+    return ops

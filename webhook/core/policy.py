@@ -1,0 +1,67 @@
+"""The policy as the core reads it: cluster defaults, per-namespace overrides, trusted
+controllers. Built once from the policy YAML by `webhook.tables`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .types import Mode
+
+__all__ = ["ControllerRole", "NamespacePolicy", "Policy", "TrustedController", "UnknownGpuRule"]
+
+UnknownGpuRule = Literal["most-expensive", "deny"]
+# priced: the owner was priced when it was submitted (Workflow, Job): its pods are not.
+# serving: the owner runs pods without end (ReplicaSet, StatefulSet, DaemonSet): price per month.
+ControllerRole = Literal["priced", "serving"]
+
+
+@dataclass(frozen=True, slots=True)
+class NamespacePolicy:
+    """The effective rules for one namespace (defaults with its overrides applied)."""
+
+    required_labels: tuple[str, ...] = ("owner", "experiment")
+    default_runtime_seconds: int = 12 * 3600
+    max_runtime_seconds: int = 7 * 86400
+    threshold_usd: float = 100.0
+    serving_threshold_usd_per_month: float = 2000.0
+    unknown_gpu: UnknownGpuRule = "most-expensive"
+    mode: Mode = "enforce"
+    max_gpus_per_pod: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedController:
+    """Pods owned by `kind` in `api_group` get `role` only when one of `users` creates them:
+    anyone can write an ownerReference, only the controller holds its service account."""
+
+    kind: str
+    api_group: str
+    users: frozenset[str]
+    role: ControllerRole
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    default: NamespacePolicy = field(default_factory=NamespacePolicy)
+    namespaces: Mapping[str, NamespacePolicy] = field(default_factory=dict)
+    exempt_namespaces: frozenset[str] = frozenset()
+    trusted_controllers: tuple[TrustedController, ...] = ()
+    on_internal_error: Literal["deny", "allow"] = "deny"
+    hours_per_month: float = 730.0
+    source: str = ""
+
+    def for_namespace(self, namespace: str) -> NamespacePolicy:
+        return self.namespaces.get(namespace, self.default)
+
+    def controller_role(self, api_group: str, kind: str, username: str) -> ControllerRole | None:
+        for controller in self.trusted_controllers:
+            if (
+                controller.kind == kind
+                and controller.api_group == api_group
+                and username in controller.users
+            ):
+                return controller.role
+        return None

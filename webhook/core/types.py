@@ -1,0 +1,195 @@
+"""The values the decision core passes between its stages: workloads, estimates, decisions.
+
+Everything here is a frozen dataclass or a Literal: the core builds them once per request and
+never mutates them, so the server and the CLI can share them without copying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ANNOTATION_APPROVAL",
+    "ANNOTATION_ESTIMATED_COST",
+    "ANNOTATION_GPU_TYPE",
+    "ANNOTATION_MAX_RUNTIME",
+    "Decision",
+    "Estimate",
+    "EstimateLine",
+    "GpuRequest",
+    "Mode",
+    "Operation",
+    "Placement",
+    "PodShape",
+    "Reason",
+    "ReasonCode",
+    "Request",
+    "Workload",
+    "WorkloadClass",
+]
+
+ANNOTATION_MAX_RUNTIME = "costgate.io/max-runtime"
+ANNOTATION_GPU_TYPE = "costgate.io/gpu-type"
+ANNOTATION_ESTIMATED_COST = "costgate.io/estimated-cost"
+ANNOTATION_APPROVAL = "costgate.io/approval"
+
+ReasonCode = Literal[
+    "missing-labels",
+    "invalid-runtime",
+    "runtime-too-long",
+    "invalid-gpu-request",
+    "unknown-gpu-type",
+    "over-threshold",
+    "invalid-approval",
+    "over-quota",
+    "over-budget",
+    "gpu-type-not-allowed",
+    "internal-error",
+    # Not in DESIGN.md's list: a review or object the webhook cannot read at all (wrong types,
+    # missing object). Kept apart from internal-error because the fix is on the sender's side.
+    "invalid-request",
+]
+
+Mode = Literal["enforce", "warn"]
+Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+
+# batch: bounded by a deadline, priced as a total. serving: runs without end, priced per month.
+# controlled: made by a trusted controller for an object costgate already priced.
+WorkloadClass = Literal["batch", "serving", "controlled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a workload is (or, in warn mode, would be) denied: a stable code and one sentence."""
+
+    code: ReasonCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The part of an AdmissionReview request the core reads; built by the wire adapter or CLI."""
+
+    uid: str
+    operation: str
+    group: str
+    kind: str
+    namespace: str
+    name: str
+    obj: Mapping[str, Any]
+    old_obj: Mapping[str, Any] | None = None
+    username: str = ""
+    groups: tuple[str, ...] = ()
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRequest:
+    """Effective count of one GPU resource (e.g. nvidia.com/gpu) in one pod."""
+
+    resource: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What a pod says about where it may run, as far as GPU type goes.
+
+    `required_terms` are the required node-affinity terms: each term is a tuple of
+    (key, operator, values) expressions. Terms are ORed, expressions within a term ANDed.
+    """
+
+    gpu_type_annotation: str = ""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    required_terms: tuple[tuple[tuple[str, str, tuple[str, ...]], ...], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PodShape:
+    """One kind of pod a workload runs: its GPUs, its placement and how many run at once."""
+
+    label: str
+    gpus: tuple[GpuRequest, ...]
+    placement: Placement
+    replicas: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A GPU workload as read from its object, before pricing."""
+
+    kind: str
+    namespace: str
+    name: str  # "" when the API server has not generated it yet
+    generate_name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    workload_class: WorkloadClass
+    pods: tuple[PodShape, ...]
+    existing_deadline: int | None  # spec.activeDeadlineSeconds as submitted
+    deadline_path: str  # JSON pointer of the deadline the webhook manages
+    problems: tuple[Reason, ...] = ()  # what could not be read (invalid-gpu-request, ...)
+
+    @property
+    def display_name(self) -> str:
+        """How messages name the object: its name, or its generateName prefix with a star."""
+        if self.name:
+            return self.name
+        return f"{self.generate_name}*" if self.generate_name else "(unnamed)"
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(g.count * p.replicas for p in self.pods for g in p.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class EstimateLine:
+    """One priced line: `count` units of one GPU type at a unit price per hour."""
+
+    count: int
+    label: str  # e.g. "h100-80gb" or "h100-80gb/mig-1g.10gb"
+    usd_per_hour: float  # per unit
+    gpu_type: str
+    resolved: bool  # False when the type was unknown and priced by the unknown-gpu rule
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """An upper bound on what a workload can spend: Σ lines × hours."""
+
+    lines: tuple[EstimateLine, ...]
+    hours: float
+    usd: float
+    per_month: bool = False  # serving workloads are priced per month (730 h)
+
+    @property
+    def usd_per_hour(self) -> float:
+        return sum(line.count * line.usd_per_hour for line in self.lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the webhook answers, before it is put on the wire.
+
+    `reasons` are policy denials. In warn mode they are reported as warnings and `allowed` is
+    True. `deadline` is the activeDeadlineSeconds to set (None: leave it alone); `stamp` the
+    estimated-cost annotation value to write (None: nothing to stamp).
+    """
+
+    allowed: bool
+    reasons: tuple[Reason, ...] = ()
+    warnings: tuple[str, ...] = ()
+    workload: Workload | None = None
+    estimate: Estimate | None = None
+    runtime_seconds: int | None = None
+    deadline: int | None = None
+    stamp: str | None = None
+    mode: Mode = "enforce"
+    status_code: int = 403
+    audit: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def priced(self) -> bool:
+        return self.estimate is not None

@@ -1,0 +1,136 @@
+"""`costgate estimate`: manifests in, the webhook's decision per object out, offline.
+
+Each object becomes the Request the API server would send for `kubectl create`, and goes
+through the same `evaluate` as the webhook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+import orjson
+import yaml
+
+from .core import messages
+from .core.engine import Config, evaluate
+from .core.types import Decision, Request
+
+__all__ = ["ManifestError", "estimate_rows", "read_manifests", "render_json", "render_table"]
+
+
+class ManifestError(ValueError):
+    """Input that is not a manifest (exit code 2)."""
+
+
+def read_manifests(stream: TextIO, origin: str) -> list[dict[str, Any]]:
+    """Every object in a multi-document YAML or JSON stream; `List` kinds are unpacked."""
+    try:
+        docs = list(yaml.safe_load_all(stream))
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{origin}: not valid YAML or JSON: {exc}") from None
+    objects: list[dict[str, Any]] = []
+    for index, doc in enumerate(docs):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{origin}: document {index + 1} is not an object")
+        items = doc.get("items") if str(doc.get("kind", "")).endswith("List") else [doc]
+        for obj in items or ():
+            if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind"):
+                raise ManifestError(f"{origin}: document {index + 1} has no apiVersion and kind")
+            objects.append(obj)
+    if not objects:
+        raise ManifestError(f"{origin}: no objects found")
+    return objects
+
+
+def _request(obj: dict[str, Any], namespace: str) -> Request:
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    api_version = str(obj["apiVersion"])
+    return Request(
+        uid="offline",
+        operation="CREATE",
+        group=api_version.rpartition("/")[0],
+        kind=str(obj["kind"]),
+        namespace=str(metadata.get("namespace") or namespace),
+        name=str(metadata.get("name") or ""),
+        obj=obj,
+    )
+
+
+def _row(request: Request, decision: Decision) -> dict[str, Any]:
+    estimate = decision.estimate
+    name = request.name or (decision.workload.display_name if decision.workload else "")
+    return {
+        "kind": request.kind,
+        "namespace": request.namespace,
+        "name": name,
+        "allowed": decision.allowed,
+        "mode": decision.mode,
+        "cost_usd": estimate.usd if estimate else 0.0,
+        "per_month": estimate.per_month if estimate else False,
+        "gpus": decision.workload.total_gpus if decision.workload else 0,
+        "max_runtime_seconds": decision.runtime_seconds,
+        "deadline_seconds": decision.deadline,
+        "breakdown": [
+            {
+                "count": line.count,
+                "gpu_type": line.gpu_type,
+                "label": line.label,
+                "usd_per_hour": round(line.usd_per_hour, 4),
+                "resolved": line.resolved,
+            }
+            for line in (estimate.lines if estimate else ())
+        ],
+        "reasons": [{"code": r.code, "message": r.message} for r in decision.reasons],
+        "warnings": [w.removeprefix(messages.WARNING_PREFIX) for w in decision.warnings],
+    }
+
+
+def estimate_rows(
+    objects: Iterable[dict[str, Any]], *, config: Config, namespace: str = "default"
+) -> list[dict[str, Any]]:
+    rows = []
+    for obj in objects:
+        request = _request(obj, namespace)
+        rows.append(_row(request, evaluate(request, config=config)))
+    return rows
+
+
+def render_json(rows: list[dict[str, Any]]) -> str:
+    return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode()
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    decision = ("denied" if not row["allowed"] else "warned") if row["reasons"] else "allowed"
+    cost = messages.money(row["cost_usd"]) + ("/month" if row["per_month"] else "")
+    runtime = row["max_runtime_seconds"]
+    return [
+        row["kind"],
+        row["namespace"],
+        row["name"],
+        decision,
+        cost,
+        str(row["gpus"]),
+        "-" if runtime is None else messages.format_duration(runtime),
+    ]
+
+
+def _lines(rows: list[dict[str, Any]]) -> Iterator[str]:
+    header = ["KIND", "NAMESPACE", "NAME", "DECISION", "COST", "GPUS", "RUNTIME"]
+    table = [header] + [_cells(row) for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for index, cells in enumerate(table):
+        yield "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        if index == 0:
+            continue
+        row = rows[index - 1]
+        for reason in row["reasons"]:
+            yield f"    {reason['code']}: {reason['message']}"
+        for warning in row["warnings"]:
+            yield f"    warning: {warning}"
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    return "\n".join(_lines(rows))

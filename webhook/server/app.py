@@ -1,0 +1,153 @@
+"""The ASGI application: admission endpoints on a bare ASGI path, the rest on FastAPI.
+
+`/mutate` and `/validate` are served by `AdmissionEndpoints` before FastAPI sees the request:
+every Pod creation in the cluster waits on them, and FastAPI's per-request machinery
+(routing, dependency injection, response models) would cost more than the decision itself.
+Health, readiness and metrics are ordinary FastAPI routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse, Response
+
+from ..admission import ReviewError, recover_uid
+from ..core.engine import Config
+from ..service import AdmissionService, Answer, Endpoint
+from ..settings import Settings
+from ..tables import load_policy, load_pricing
+from .metrics import Metrics
+
+__all__ = ["AdmissionEndpoints", "build_app", "create_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_ENDPOINTS: dict[str, Endpoint] = {"/mutate": "mutate", "/validate": "validate"}
+_NOOP_REVIEW = (
+    b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",'
+    b'"response":{"uid":"","allowed":true}}'
+)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _read_body(receive: Receive, limit: int, declared: int | None) -> tuple[bytes, bool]:
+    """The request body, or its first chunks and True when it is larger than `limit`.
+    A declared Content-Length over the limit stops reading at the first chunk."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit or (declared is not None and declared > limit):
+            return b"".join(chunks), True
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks), False
+
+
+async def _respond(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AdmissionEndpoints:
+    """ASGI app serving POST /mutate and /validate itself and passing the rest to `fallback`."""
+
+    def __init__(
+        self,
+        service: AdmissionService,
+        fallback: ASGIApp,
+        *,
+        max_body_bytes: int,
+        noop_endpoint: bool = False,
+    ) -> None:
+        self.service = service
+        self.fallback = fallback
+        self.max_body_bytes = max_body_bytes
+        self.noop_endpoint = noop_endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        endpoint = _ENDPOINTS.get(path) if path else None
+        if endpoint is None:
+            if path == "/noop" and self.noop_endpoint:
+                await _read_body(receive, self.max_body_bytes, _content_length(scope))
+                await _respond(send, 200, _NOOP_REVIEW)
+                return
+            await self.fallback(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await _respond(send, 405, b'{"error":"admission endpoints take POST"}')
+            return
+        body, too_large = await _read_body(receive, self.max_body_bytes, _content_length(scope))
+        if too_large:
+            limit_mib = self.max_body_bytes / (1024 * 1024)
+            error = ReviewError(
+                f"the body is larger than {limit_mib:g} MiB", recover_uid(body), status=413
+            )
+            answer: Answer = self.service.unreadable(error)
+            await _respond(send, answer.status, answer.body, close=True)
+            return
+        answer = self.service.handle(body, endpoint)
+        await _respond(send, answer.status, answer.body)
+
+
+def build_app(
+    config: Config,
+    *,
+    max_body_bytes: int,
+    metrics: Metrics | None = None,
+    noop_endpoint: bool = False,
+) -> AdmissionEndpoints:
+    """The whole application for a loaded Config."""
+    metrics = metrics or Metrics()
+    service = AdmissionService(config, observer=metrics)
+    api = FastAPI(title="costgate", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.get("/healthz", response_class=PlainTextResponse)
+    def healthz() -> str:
+        return "ok"
+
+    @api.get("/readyz", response_class=PlainTextResponse)
+    def readyz() -> str:
+        return "ok"
+
+    @api.get("/metrics")
+    def metrics_endpoint() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return AdmissionEndpoints(
+        service, api, max_body_bytes=max_body_bytes, noop_endpoint=noop_endpoint
+    )
+
+
+def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
+    """The application for `settings` (read from COSTGATE_* when None): uvicorn's factory."""
+    settings = settings or Settings()
+    config = Config(table=load_pricing(settings.pricing), policy=load_policy(settings.policy))
+    return build_app(
+        config, max_body_bytes=settings.max_body_bytes, noop_endpoint=settings.noop_endpoint
+    )

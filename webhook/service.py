@@ -1,0 +1,126 @@
+"""One admission review, end to end: bytes in, bytes out, never an exception.
+
+    body -> parse -> evaluate (core) -> patch (mutate) -> AdmissionReview bytes
+
+This is the seam where errors map to answers: an unreadable review becomes a 400 answer
+carrying its uid (or, with no uid, an HTTP 400 with a JSON error); an unexpected exception
+becomes one `internal-error` answer, denied or allowed as the policy says, logged with a
+request id and never shown to the client as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import orjson
+
+from .admission import ReviewError, error_review, parse_review, response_review
+from .core import messages
+from .core.engine import Config, evaluate, handles
+from .core.patch import patch_ops
+from .core.types import Decision
+
+__all__ = ["AdmissionService", "Answer", "Endpoint", "Observer"]
+
+log = logging.getLogger("costgate.service")
+
+Endpoint = Literal["mutate", "validate"]
+
+# Input the mutating webhook cannot turn into a patch. Policy denials (labels, price, quota)
+# are the validating webhook's: it sees the object after every mutation.
+_MUTATE_DENIES = frozenset({"invalid-request", "invalid-gpu-request", "invalid-runtime"})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    # for metrics: the kind reviewed and the outcome ("allow", "deny", "warn", "error", ...)
+    kind: str = ""
+    outcome: str = ""
+
+
+class Observer(Protocol):
+    def observe(self, endpoint: str, answer: Answer, seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def observe(self, endpoint: str, answer: Answer, seconds: float) -> None:
+        return None
+
+
+def _outcome(decision: Decision) -> str:
+    if decision.reasons:
+        return "deny" if not decision.allowed else "warn"
+    return "allow" if decision.priced else "skip"
+
+
+class AdmissionService:
+    """Answers AdmissionReviews with the current Config (swappable as a whole)."""
+
+    def __init__(
+        self,
+        config: Config | Callable[[], Config],
+        *,
+        observer: Observer | None = None,
+    ) -> None:
+        self._config = config if callable(config) else (lambda: config)
+        self._observer = observer or _NoObserver()
+
+    def handle(self, body: bytes, endpoint: Endpoint) -> Answer:
+        started = time.perf_counter()
+        answer = self._answer(body, endpoint)
+        self._observer.observe(endpoint, answer, time.perf_counter() - started)
+        return answer
+
+    def _answer(self, body: bytes, endpoint: Endpoint) -> Answer:
+        try:
+            request = parse_review(body)
+        except ReviewError as exc:
+            return self.unreadable(exc)
+        config = self._config()
+        # metrics label: bounded to the kinds costgate handles, whatever the sender writes
+        kind = request.kind if handles(request.group, request.kind) else "other"
+        try:
+            decision = evaluate(request, config=config)
+            if endpoint == "mutate":
+                return self._mutate(request.uid, request.obj, kind, decision)
+            return Answer(200, response_review(request.uid, decision), kind, _outcome(decision))
+        except Exception:
+            request_id = uuid.uuid4().hex[:12]
+            log.exception(
+                "internal error evaluating review",
+                extra={
+                    "request_id": request_id,
+                    "uid": request.uid,
+                    "kind": request.kind,
+                    "namespace": request.namespace,
+                    "endpoint": endpoint,
+                },
+            )
+            allow = config.policy.on_internal_error == "allow"
+            payload = error_review(
+                request.uid, messages.internal_error(request_id), status=500, allowed=allow
+            )
+            return Answer(200, payload, kind, "error")
+
+    def _mutate(self, uid: str, obj: dict, kind: str, decision: Decision) -> Answer:
+        if not decision.allowed and any(r.code in _MUTATE_DENIES for r in decision.reasons):
+            return Answer(200, response_review(uid, decision, audit=False), kind, "deny")
+        ops = patch_ops(decision, obj) if decision.allowed else []
+        allowed = decision if decision.allowed else Decision(allowed=True)
+        payload = response_review(uid, allowed, patch=ops, warnings=False, audit=False)
+        return Answer(200, payload, kind, "patch" if ops else "allow")
+
+    @staticmethod
+    def unreadable(exc: ReviewError) -> Answer:
+        """The answer to a body that is not a usable review."""
+        message = messages.invalid_request(exc.detail)
+        if exc.uid is None:
+            return Answer(exc.status, orjson.dumps({"error": message}), "", "invalid")
+        return Answer(200, error_review(exc.uid, message, status=exc.status), "", "invalid")

@@ -1,0 +1,30 @@
+"""Server settings: flags, environment (`COSTGATE_` prefix) and defaults, built once and
+passed down; nothing reads the environment after start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COSTGATE_", extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    pricing: Path | None = None  # default: the bundled table
+    policy: Path | None = None  # default: the bundled policy
+    tls_cert: Path | None = None  # with tls_key: use these; otherwise self-signed in cert_dir
+    tls_key: Path | None = None
+    cert_dir: Path = Path(".costgate/certs")
+    cert_hosts: list[str] = ["localhost", "127.0.0.1", "::1"]
+    max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    log_level: str = "info"
+    # POST /noop answers a constant review without reading it: for benchmarks only, so the
+    # cost of costgate's own code shows next to the server's.
+    noop_endpoint: bool = False

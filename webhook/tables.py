@@ -1,0 +1,285 @@
+"""Pricing and policy files: YAML -> validated once (pydantic) -> the core's frozen types.
+
+A bad file is refused with a message naming the file and the field, e.g.
+`pricing/default.yaml: gpus.h100-80gb.usd_per_hour: Input should be greater than 0`.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .core.catalog import GpuType, PriceTable, ResourceRule, normalize_label_value
+from .core.policy import NamespacePolicy, Policy, TrustedController
+from .core.quantities import parse_duration
+
+__all__ = [
+    "BUNDLED_POLICY",
+    "BUNDLED_PRICING",
+    "TableError",
+    "load_policy",
+    "load_pricing",
+    "parse_policy",
+    "parse_pricing",
+]
+
+_DEFAULTS = Path(__file__).parent / "defaults"
+BUNDLED_PRICING = _DEFAULTS / "pricing.yaml"  # a link to pricing/default.yaml in the repository
+BUNDLED_POLICY = _DEFAULTS / "policy.yaml"
+
+
+class TableError(ValueError):
+    """A pricing or policy file that cannot be used; the message names file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_GPU_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+class _Gpu(_Strict):
+    name: str
+    resource: str
+    usd_per_hour: Annotated[float, Field(gt=0, lt=10_000)]
+    source: Annotated[str, Field(min_length=1)]
+    source_url: str = ""
+    as_of: str
+    aliases: dict[str, list[str]] = {}
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _date(cls, value: object) -> str:
+        text = str(value)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError("must be a date YYYY-MM-DD")
+        return text
+
+
+class _Resource(_Strict):
+    fraction: str | float = 1.0
+    of: list[str] = []
+    like: str = ""
+
+    @field_validator("fraction")
+    @classmethod
+    def _fraction(cls, value: str | float) -> str | float:
+        try:
+            number = Fraction(str(value))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError("must be a number or a fraction such as 1/7") from None
+        if not 0 < number <= 1:
+            raise ValueError("must be more than 0 and at most 1")
+        return value
+
+
+class _Instance(_Strict):
+    gpu: str
+    count: Annotated[int, Field(ge=1, le=64)]
+    usd_per_hour: Annotated[float, Field(gt=0)] | None = None
+
+
+class _Pricing(_Strict):
+    version: Literal[1]
+    currency: Literal["USD"]
+    basis: str = ""
+    label_keys: list[str]
+    instance_type_label_keys: list[str] = []
+    resources: dict[str, _Resource]
+    gpus: dict[str, _Gpu]
+    instance_types: dict[str, _Instance] = {}
+
+    @model_validator(mode="after")
+    def _references(self) -> _Pricing:
+        if not self.gpus:
+            raise ValueError("gpus: the table lists no GPU type")
+        for gpu_id, gpu in self.gpus.items():
+            if not _GPU_ID.fullmatch(gpu_id):
+                raise ValueError(f"gpus.{gpu_id}: ids are lowercase letters, digits and '-'")
+            if gpu.resource not in self.resources:
+                raise ValueError(f"gpus.{gpu_id}.resource: {gpu.resource} is not in resources")
+            for key in gpu.aliases:
+                if key not in self.label_keys:
+                    raise ValueError(f"gpus.{gpu_id}.aliases: {key} is not in label_keys")
+        for name, rule in self.resources.items():
+            for gpu_id in rule.of:
+                if gpu_id not in self.gpus:
+                    raise ValueError(f"resources.{name}.of: unknown GPU {gpu_id}")
+            if rule.like and rule.like not in self.resources:
+                raise ValueError(f"resources.{name}.like: {rule.like} is not in resources")
+        for name, instance in self.instance_types.items():
+            if instance.gpu not in self.gpus:
+                raise ValueError(f"instance_types.{name}.gpu: unknown GPU {instance.gpu}")
+        return self
+
+
+_Duration = Annotated[str, Field(min_length=1)]
+
+
+class _NamespaceRules(_Strict):
+    required_labels: list[str] | None = None
+    default_runtime: _Duration | None = None
+    max_runtime: _Duration | None = None
+    threshold_usd: Annotated[float, Field(ge=0)] | None = None
+    serving_threshold_usd_per_month: Annotated[float, Field(ge=0)] | None = None
+    unknown_gpu: Literal["most-expensive", "deny"] | None = None
+    mode: Literal["enforce", "warn"] | None = None
+    max_gpus_per_pod: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("default_runtime", "max_runtime", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if value is not None and parse_duration(str(value)) is None:
+            raise ValueError("must be a duration such as 90m, 12h, 7d or 3600")
+        return None if value is None else str(value)
+
+    @field_validator("required_labels")
+    @classmethod
+    def _labels(cls, value: list[str] | None) -> list[str] | None:
+        for key in value or ():
+            if not re.fullmatch(r"([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", key):
+                raise ValueError(f"{key!r} is not a label key")
+        return value
+
+
+class _Controller(_Strict):
+    kind: str
+    api_group: str
+    role: Literal["priced", "serving"]
+    users: list[str]
+
+
+class _Policy(_NamespaceRules):
+    version: Literal[1]
+    on_internal_error: Literal["deny", "allow"] = "deny"
+    hours_per_month: Annotated[float, Field(gt=0, le=744)] = 730.0
+    exempt_namespaces: list[str] = []
+    controllers: list[_Controller] = []
+    namespaces: dict[str, _NamespaceRules] = {}
+
+
+def _read(path: Path, what: str) -> object:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TableError(f"{path}: cannot read the {what} file: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TableError(f"{path}: not valid YAML: {exc}") from None
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validate(model: type[_M], data: object, origin: str) -> _M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise TableError(f"{origin}: {where}: {first['msg']}{more}") from None
+
+
+def parse_pricing(data: object, origin: str = "pricing") -> PriceTable:
+    """A validated PriceTable from parsed YAML; TableError naming `origin` and the field."""
+    model = _validate(_Pricing, data, origin)
+    gpus = {
+        gpu_id: GpuType(
+            id=gpu_id,
+            name=g.name,
+            resource=g.resource,
+            usd_per_hour=g.usd_per_hour,
+            source=g.source,
+            as_of=g.as_of,
+        )
+        for gpu_id, g in model.gpus.items()
+    }
+    resources = {}
+    for name, rule in model.resources.items():
+        of = tuple(rule.of)
+        if rule.like:
+            of = tuple(g.id for g in gpus.values() if g.resource == rule.like)
+        resources[name] = ResourceRule(
+            name=name,
+            fraction=float(Fraction(str(rule.fraction))),
+            fraction_text=str(rule.fraction),
+            of=of,
+        )
+    label_values: dict[str, dict[str, tuple[str, ...]]] = {key: {} for key in model.label_keys}
+    for gpu_id, g in model.gpus.items():
+        for key, values in g.aliases.items():
+            for value in values:
+                folded = normalize_label_value(value)
+                label_values[key][folded] = (*label_values[key].get(folded, ()), gpu_id)
+    return PriceTable(
+        gpus=gpus,
+        resources=resources,
+        label_values=label_values,
+        instance_type_keys=tuple(model.instance_type_label_keys),
+        instance_types={n: (i.gpu, i.count) for n, i in model.instance_types.items()},
+        source=origin,
+    )
+
+
+def _namespace_policy(rules: _NamespaceRules, base: NamespacePolicy) -> NamespacePolicy:
+    def seconds(text: str | None, fallback: int) -> int:
+        return fallback if text is None else parse_duration(text) or fallback
+
+    return NamespacePolicy(
+        required_labels=tuple(rules.required_labels)
+        if rules.required_labels is not None
+        else base.required_labels,
+        default_runtime_seconds=seconds(rules.default_runtime, base.default_runtime_seconds),
+        max_runtime_seconds=seconds(rules.max_runtime, base.max_runtime_seconds),
+        threshold_usd=base.threshold_usd if rules.threshold_usd is None else rules.threshold_usd,
+        serving_threshold_usd_per_month=base.serving_threshold_usd_per_month
+        if rules.serving_threshold_usd_per_month is None
+        else rules.serving_threshold_usd_per_month,
+        unknown_gpu=rules.unknown_gpu or base.unknown_gpu,
+        mode=rules.mode or base.mode,
+        max_gpus_per_pod=rules.max_gpus_per_pod or base.max_gpus_per_pod,
+    )
+
+
+def parse_policy(data: object, origin: str = "policy") -> Policy:
+    """A validated Policy from parsed YAML; TableError naming `origin` and the field."""
+    model = _validate(_Policy, data, origin)
+    default = _namespace_policy(model, NamespacePolicy())
+    namespaces = {}
+    for name, rules in model.namespaces.items():
+        effective = _namespace_policy(rules, default)
+        if effective.default_runtime_seconds > effective.max_runtime_seconds:
+            raise TableError(f"{origin}: namespaces.{name}: default_runtime exceeds max_runtime")
+        namespaces[name] = effective
+    if default.default_runtime_seconds > default.max_runtime_seconds:
+        raise TableError(f"{origin}: default_runtime exceeds max_runtime")
+    return Policy(
+        default=default,
+        namespaces=namespaces,
+        exempt_namespaces=frozenset(model.exempt_namespaces),
+        trusted_controllers=tuple(
+            TrustedController(c.kind, c.api_group, frozenset(c.users), c.role)
+            for c in model.controllers
+        ),
+        on_internal_error=model.on_internal_error,
+        hours_per_month=model.hours_per_month,
+        source=origin,
+    )
+
+
+def load_pricing(path: Path | None = None) -> PriceTable:
+    path = path or BUNDLED_PRICING
+    return parse_pricing(_read(path, "pricing"), str(path))
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    path = path or BUNDLED_POLICY
+    return parse_policy(_read(path, "policy"), str(path))
