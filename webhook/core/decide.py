@@ -131,8 +131,9 @@ def decide(
         reasons += type_reasons
         warnings += type_warnings
         limit = policy.serving_threshold_usd_per_month if serving else policy.threshold_usd
+        # A price for a type we refused to guess proves nothing: no threshold reason then.
         # Signed approvals (a later stage) will lift this reason when they cover the estimate.
-        if pricing.estimate.usd > limit:
+        if not type_reasons and pricing.estimate.usd > limit:
             reasons.append(
                 Reason(
                     "over-threshold", messages.over_threshold(pricing.estimate, limit, namespace)

@@ -125,11 +125,11 @@ def _object(kind: str, name: str) -> str:
 
 def missing_labels(kind: str, name: str, missing: Iterable[str], required: Iterable[str]) -> str:
     missing = list(missing)
-    noun = "label" if len(missing) == 1 else "labels"
+    noun, pronoun = ("label", "it") if len(missing) == 1 else ("labels", "them")
     return (
         f"GPU {_object(kind, name)} is missing required {noun} {', '.join(missing)} "
-        f"(required: {', '.join(required)}, so every GPU hour has an owner and an experiment); "
-        f"add them under metadata.labels"
+        f"(required: {', '.join(required)}, so every GPU hour can be attributed); "
+        f"add {pronoun} under metadata.labels"
     )
 
 
@@ -180,7 +180,7 @@ def _unknown_labels(labels: Iterable[str]) -> str:
     labels = [quote(label) for label in labels]
     if not labels:
         return ""
-    return f" ({', '.join(labels)} name no GPU type in the pricing table)"
+    return f" (no GPU type in the pricing table matches {', '.join(labels)})"
 
 
 def unknown_gpu_denied(namespace: str, labels: Iterable[str]) -> str:
