@@ -160,9 +160,9 @@ def test_placement_reads_annotation_selector_and_required_affinity(table, policy
     gpu = extract_pod(capture_request("validate-pod-create-gpu"), table=table, policy=policy)
     assert gpu is not None
     assert gpu.pods[0].placement.gpu_type_annotation == "h100-80gb"
-    assert gpu.pods[0].placement.node_selector == {
-        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"
-    }
+    assert gpu.pods[0].placement.node_selector == (
+        ("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3"),
+    )
 
 
 RS_OWNER = {

@@ -127,7 +127,7 @@ def test_gpu_type_resolution(spec, annotation, expected, table, policy) -> None:
 
 
 def test_unknown_selector_values_are_reported(table) -> None:
-    resolution = resolve_types(Placement(node_selector={PRODUCT: "NVIDIA-Z9000"}), table)
+    resolution = resolve_types(Placement(node_selector=((PRODUCT, "NVIDIA-Z9000"),)), table)
     assert resolution.unknown_labels == (f"{PRODUCT}=NVIDIA-Z9000",)
     assert not resolution.candidates
 
@@ -139,7 +139,7 @@ def test_unknown_annotation_is_reported(table) -> None:
 
 def test_annotation_outpriced_by_selector_is_reported(table) -> None:
     resolution = resolve_types(
-        Placement(gpu_type_annotation="t4", node_selector={GKE: "nvidia-h100-80gb"}), table
+        Placement(gpu_type_annotation="t4", node_selector=((GKE, "nvidia-h100-80gb"),)), table
     )
     assert resolution.annotation_outpriced == ("t4", "h100-80gb")
 

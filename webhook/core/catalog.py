@@ -8,8 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["GpuType", "PriceTable", "ResourceRule", "normalize_label_value"]
+__all__ = ["GpuType", "Memo", "PriceTable", "ResourceRule", "normalize_label_value"]
+
+
+class Memo:
+    """A bounded dict for pure lookups: emptied whole when full, so request-supplied keys
+    cannot grow it without bound."""
+
+    __slots__ = ("_data", "_limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._data: dict[Any, Any] = {}
+        self._limit = limit
+
+    def get(self, key: Any) -> Any:
+        return self._data.get(key)
+
+    def put(self, key: Any, value: Any) -> Any:
+        if len(self._data) >= self._limit:
+            self._data.clear()
+        self._data[key] = value
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +55,9 @@ class ResourceRule:
     fraction: float = 1.0
     fraction_text: str = "1"
     of: tuple[str, ...] = ()  # empty: every GPU type whose `resource` is this name
+
+
+_GPU_GROUPS = frozenset({"nvidia.com", "amd.com"})
 
 
 def normalize_label_value(value: str) -> str:
@@ -62,11 +86,15 @@ class PriceTable:
     # Derived once: candidates per resource, most expensive first.
     _by_resource: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _instance_types_folded: dict[str, str] = field(default_factory=dict, repr=False)
+    _resource_sets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    memo: Memo = field(default_factory=Memo, repr=False, compare=False)  # see pricing
+    _gpu_names: Memo = field(default_factory=Memo, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for rule in self.resources.values():
             ids = rule.of or tuple(g.id for g in self.gpus.values() if g.resource == rule.name)
             self._by_resource[rule.name] = self.by_price(ids)
+            self._resource_sets[rule.name] = frozenset(ids)
         for name, (gpu, _) in self.instance_types.items():
             self._instance_types_folded[name.lower()] = gpu
 
@@ -74,9 +102,37 @@ class PriceTable:
         """GPU ids, most expensive first (ties by id, so the order is stable)."""
         return tuple(sorted(set(ids), key=lambda i: (-self.gpus[i].usd_per_hour, i)))
 
+    def is_gpu_resource(self, name: str) -> bool:
+        """Known GPU resources, and names that look like one, so that a GPU under an
+        unpriced name cannot slip through as a CPU-only pod."""
+        known = self._gpu_names.get(name)
+        if known is None:
+            group, _, resource = name.partition("/")
+            known = name in self.resources or (
+                bool(resource)
+                and ("gpu" in resource or resource.startswith("mig-") or group in _GPU_GROUPS)
+            )
+            self._gpu_names.put(name, known)
+        return bool(known)
+
     def candidates(self, resource: str) -> tuple[str, ...]:
         """GPU types a resource can be, most expensive first; empty for unknown resources."""
         return self._by_resource.get(resource, ())
+
+    def dearest_fitting(self, resource: str, types: frozenset[str]) -> str | None:
+        """The dearest of `types` that `resource` can be, or None."""
+        allowed = self._resource_sets.get(resource, ())
+        best = None
+        for gpu_id in types:
+            if gpu_id in allowed and (
+                best is None
+                or self.gpus[gpu_id].usd_per_hour > self.gpus[best].usd_per_hour
+                or (
+                    self.gpus[gpu_id].usd_per_hour == self.gpus[best].usd_per_hour and gpu_id < best
+                )
+            ):
+                best = gpu_id
+        return best
 
     def most_expensive(self) -> str:
         return self.by_price(self.gpus)[0]

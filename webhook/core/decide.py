@@ -124,21 +124,20 @@ def decide(
         reasons += more_reasons
 
     pricing = None
+    cost_text = ""
     if not any(r.code in _UNPRICEABLE for r in reasons):
         hours = hours_per_month if serving else (runtime or 0) / 3600
         pricing = price(workload, table, hours=hours, per_month=serving)
         type_reasons, type_warnings = _type_notes(pricing, table, policy, namespace)
         reasons += type_reasons
         warnings += type_warnings
+        cost_text = messages.cost(pricing.estimate)
         limit = policy.serving_threshold_usd_per_month if serving else policy.threshold_usd
         # A price for a type we refused to guess proves nothing: no threshold reason then.
         # Signed approvals (a later stage) will lift this reason when they cover the estimate.
         if not type_reasons and pricing.estimate.usd > limit:
-            reasons.append(
-                Reason(
-                    "over-threshold", messages.over_threshold(pricing.estimate, limit, namespace)
-                )
-            )
+            text = messages.over_threshold(pricing.estimate, limit, namespace, cost_text)
+            reasons.append(Reason("over-threshold", text))
 
     estimate = pricing.estimate if pricing else None
     enforce = policy.mode == "enforce"
@@ -148,7 +147,7 @@ def decide(
     if allowed:
         warnings = runtime_warnings + warnings
         if estimate is not None:
-            warnings.insert(0, messages.estimate_warning(estimate))
+            warnings.insert(0, messages.estimate_warning(estimate, cost_text))
 
     audit = {
         "decision": "allow" if not reasons else ("deny" if enforce else "warn"),
@@ -158,7 +157,7 @@ def decide(
         audit["reasons"] = ",".join(dict.fromkeys(r.code for r in reasons))
     if estimate is not None:
         audit["estimated-cost-usd"] = f"{estimate.usd:.2f}"
-        audit["estimate"] = messages.cost(estimate)
+        audit["estimate"] = cost_text
     return Decision(
         allowed=allowed,
         reasons=tuple(reasons),

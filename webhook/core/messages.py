@@ -105,8 +105,10 @@ def warning(text: str) -> str:
     return line if len(line) <= _MAX_WARNING else line[: _MAX_WARNING - 1] + "…"
 
 
-def estimate_warning(estimate: Estimate) -> str:
-    line = WARNING_PREFIX + "estimated cost " + cost(estimate)
+def estimate_warning(estimate: Estimate, cost_text: str | None = None) -> str:
+    """The warning every admitted GPU workload gets; `cost_text` is `cost(estimate)` if the
+    caller has it already."""
+    line = WARNING_PREFIX + "estimated cost " + (cost_text or cost(estimate))
     if len(line) <= _SHORT_WARNING:
         return line
     gpus = sum(line.count for line in estimate.lines)
@@ -205,10 +207,12 @@ def annotation_outpriced(annotated: str, allowed: str) -> str:
     )
 
 
-def over_threshold(estimate: Estimate, limit: float, namespace: str) -> str:
+def over_threshold(
+    estimate: Estimate, limit: float, namespace: str, cost_text: str | None = None
+) -> str:
     kind = "/month serving" if estimate.per_month else ""
     return (
-        f"estimated cost {cost(estimate)} exceeds the {money(limit)}{kind} limit for namespace "
+        f"estimated cost {cost_text or cost(estimate)} exceeds the {money(limit)}{kind} limit for namespace "
         f"{quote(namespace)}; ask an approver for a token (costgate approve ...) and set "
         f"annotation {ANNOTATION_APPROVAL}"
     )

@@ -73,10 +73,19 @@ def _affinity_types(table: PriceTable, placement: Placement, unknown: list[str])
 
 
 def resolve_types(placement: Placement, table: PriceTable) -> TypeResolution:
-    """The GPU types a placement allows: annotation, nodeSelector, then required affinity."""
+    """The GPU types a placement allows: annotation, nodeSelector, then required affinity.
+
+    Pods of one team look alike, so the answer is remembered per table (bounded)."""
+    cached = table.memo.get(placement)
+    if cached is None:
+        cached = table.memo.put(placement, _resolve_types(placement, table))
+    return cached
+
+
+def _resolve_types(placement: Placement, table: PriceTable) -> TypeResolution:
     unknown: list[str] = []
     pinned: set[str] | None = None
-    for key, value in placement.node_selector.items():
+    for key, value in placement.node_selector:
         types = _label_types(table, key, (value,), unknown)
         if types is not None:
             # nodeSelector entries are ANDed; an empty intersection means contradicting
@@ -115,11 +124,11 @@ def price(workload: Workload, table: PriceTable, *, hours: float, per_month: boo
         resolutions.append(resolution)
         for request in shape.gpus:
             rule = table.resources.get(request.resource)
-            allowed = table.candidates(request.resource)
-            fitting = [t for t in allowed if t in resolution.candidates]
-            if fitting:
-                gpu_id, resolved = fitting[0], True
+            fitting = table.dearest_fitting(request.resource, resolution.candidates)
+            if fitting is not None:
+                gpu_id, resolved = fitting, True
             else:
+                allowed = table.candidates(request.resource)
                 gpu_id, resolved = (allowed[0] if allowed else table.most_expensive()), False
             unresolved |= not resolved
             gpu = table.gpus[gpu_id]

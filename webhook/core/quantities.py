@@ -8,6 +8,7 @@ which is stricter than the official Python client's helper: no `K`, no `NaN`, no
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from decimal import Decimal, InvalidOperation
 
 __all__ = ["MAX_DEADLINE_SECONDS", "format_hours", "parse_duration", "parse_quantity"]
@@ -57,6 +58,7 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([dhms])")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
+@lru_cache(maxsize=1024)  # the same few declarations arrive over and over
 def parse_duration(text: str) -> int | None:
     """Seconds in a duration such as `90m`, `12h`, `2d`, `1h30m`, `3600` or `3600s`.
 

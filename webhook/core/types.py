@@ -97,12 +97,14 @@ class GpuRequest:
 class Placement:
     """What a pod says about where it may run, as far as GPU type goes.
 
-    `required_terms` are the required node-affinity terms: each term is a tuple of
-    (key, operator, values) expressions. Terms are ORed, expressions within a term ANDed.
+    `node_selector` holds (key, value) pairs. `required_terms` are the required node-affinity
+    terms: each term is a tuple of (key, operator, values) expressions. Terms are ORed,
+    expressions within a term ANDed. All tuples, so a Placement is hashable and the price
+    table can remember how it resolved one.
     """
 
     gpu_type_annotation: str = ""
-    node_selector: Mapping[str, str] = field(default_factory=dict)
+    node_selector: tuple[tuple[str, str], ...] = ()
     required_terms: tuple[tuple[tuple[str, str, tuple[str, ...]], ...], ...] = ()
 
 

@@ -16,7 +16,7 @@ from ..catalog import PriceTable
 from ..quantities import parse_quantity
 from ..types import GpuRequest, Placement, Reason
 
-__all__ = ["ObjectError", "is_gpu_resource", "read_gpus", "read_placement"]
+__all__ = ["ObjectError", "field", "read_gpus", "read_placement"]
 
 
 class ObjectError(Exception):
@@ -37,52 +37,49 @@ def field(obj: Mapping[str, Any], key: str, path: str, expected: type, default: 
     return value
 
 
-def is_gpu_resource(name: str, table: PriceTable) -> bool:
-    """Known GPU resources, and names that look like one, so an unpriced GPU cannot slip by."""
-    if name in table.resources:
-        return True
-    group, _, resource = name.partition("/")
-    return bool(resource) and (
-        "gpu" in resource or resource.startswith("mig-") or group in ("nvidia.com", "amd.com")
-    )
-
-
 def _container_gpus(
-    container: Any, path: str, table: PriceTable, problems: list[Reason]
-) -> dict[str, int]:
+    container: Any, where: str, index: int, table: PriceTable, problems: list[Reason]
+) -> dict[str, int] | None:
+    """max(limit, request) per GPU resource of one container; None when it has none.
+    `where`/`index` name the container in errors only (paths are not built on the hot path)."""
     if type(container) is not dict:
-        raise ObjectError(path, "object", container)
+        raise ObjectError(f"{where}[{index}]", "object", container)
     resources = container.get("resources")
     if not resources:
-        return {}
+        return None
     if type(resources) is not dict:
-        raise ObjectError(f"{path}.resources", "object", resources)
-    found: dict[str, int] = {}
-    bad: set[str] = set()
+        raise ObjectError(f"{where}[{index}].resources", "object", resources)
+    found: dict[str, int] | None = None
+    is_gpu = table.is_gpu_resource
     for side in ("limits", "requests"):
         amounts = resources.get(side)
         if not amounts:
             continue
         if type(amounts) is not dict:
-            raise ObjectError(f"{path}.resources.{side}", "object", amounts)
+            raise ObjectError(f"{where}[{index}].resources.{side}", "object", amounts)
         for name, raw in amounts.items():
-            if not is_gpu_resource(name, table):
+            if not is_gpu(name):
                 continue
             quantity = parse_quantity(raw)
             if quantity is None or quantity < 0 or quantity != quantity.to_integral_value():
-                if name not in bad:  # limits and requests usually repeat the same typo
-                    bad.add(name)
-                    cname = container.get("name") or path
-                    text = messages.invalid_gpu_quantity(cname, name, raw)
+                text = messages.invalid_gpu_quantity(
+                    container.get("name") or f"{where}[{index}]", name, raw
+                )
+                if not any(p.message == text for p in problems):  # limits repeat requests
                     problems.append(Reason("invalid-gpu-request", text))
                 continue
-            found[name] = max(found.get(name, 0), int(quantity))
+            if found is None:
+                found = {}
+            count = int(quantity)
+            if count > found.get(name, -1):
+                found[name] = count
     return found
 
 
-def _add(into: dict[str, int], more: Mapping[str, int]) -> None:
-    for name, count in more.items():
-        into[name] = into.get(name, 0) + count
+def _add(into: dict[str, int], more: Mapping[str, int] | None) -> None:
+    if more:
+        for name, count in more.items():
+            into[name] = into.get(name, 0) + count
 
 
 def read_gpus(
@@ -90,27 +87,30 @@ def read_gpus(
 ) -> tuple[GpuRequest, ...]:
     """The effective GPU request of a PodSpec, one entry per GPU resource with a count > 0."""
     total: dict[str, int] = {}
+    where = f"{path}.containers" if path else "containers"
     for i, container in enumerate(field(spec, "containers", path, list, ())):
-        _add(total, _container_gpus(container, f"{path}.containers[{i}]", table, problems))
+        _add(total, _container_gpus(container, where, i, table, problems))
 
-    init_peak: dict[str, int] = {}
-    sidecars: dict[str, int] = {}
-    for i, container in enumerate(field(spec, "initContainers", path, list, ())):
-        gpus = _container_gpus(container, f"{path}.initContainers[{i}]", table, problems)
-        if container.get("restartPolicy") == "Always":
-            _add(sidecars, gpus)
-            running = dict(sidecars)
-        else:
+    init_containers = field(spec, "initContainers", path, list, ())
+    if init_containers:
+        init_peak: dict[str, int] = {}
+        sidecars: dict[str, int] = {}
+        where = f"{path}.initContainers" if path else "initContainers"
+        for i, container in enumerate(init_containers):
+            gpus = _container_gpus(container, where, i, table, problems)
             running = dict(sidecars)
             _add(running, gpus)
-        for name, count in running.items():
-            if count > init_peak.get(name, 0):
-                init_peak[name] = count
-
-    _add(total, sidecars)
-    for name, count in init_peak.items():
-        if count > total.get(name, 0):
-            total[name] = count
+            if container.get("restartPolicy") == "Always":  # a sidecar keeps running
+                sidecars = running
+            for name, count in running.items():
+                if count > init_peak.get(name, 0):
+                    init_peak[name] = count
+        _add(total, sidecars)
+        for name, count in init_peak.items():
+            if count > total.get(name, 0):
+                total[name] = count
+    if not total:
+        return ()
     return tuple(GpuRequest(name, count) for name, count in sorted(total.items()) if count > 0)
 
 
@@ -152,6 +152,6 @@ def read_placement(
     annotation = annotations.get(annotation_key, "")
     return Placement(
         gpu_type_annotation=annotation if type(annotation) is str else "",
-        node_selector={str(k): str(v) for k, v in selector.items()},
+        node_selector=tuple((str(k), str(v)) for k, v in selector.items()),
         required_terms=tuple(terms),
     )
