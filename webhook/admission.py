@@ -80,7 +80,7 @@ def parse_review(body: bytes) -> Request:
     if type(kind) is not dict:
         raise ReviewError(messages.wrong_type("request.kind", "dict", kind), uid)
     operation = request.get("operation")
-    if operation not in _OPERATIONS:
+    if type(operation) is not str or operation not in _OPERATIONS:
         raise ReviewError(f"unknown operation {messages.quote(operation)}", uid)
     obj = request.get("object")
     old = request.get("oldObject")

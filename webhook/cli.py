@@ -27,18 +27,20 @@ def _estimate(args: argparse.Namespace) -> int:
     config = _load_config(args.pricing, args.policy)
     try:
         if args.file == "-":
-            objects = read_manifests(sys.stdin, "STDIN")
+            objects = read_manifests(sys.stdin.buffer, "STDIN")
         else:
-            with open(args.file, encoding="utf-8") as stream:
+            with open(args.file, "rb") as stream:
                 objects = read_manifests(stream, args.file)
     except OSError as exc:
         print(f"costgate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ManifestError, UnicodeDecodeError) as exc:
+    except ManifestError as exc:
         print(f"costgate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     rows = estimate_rows(objects, config=config, namespace=args.namespace)
     print(render_json(rows) if args.output == "json" else render_table(rows))
+    if any(r["code"] == "invalid-request" for row in rows for r in row["reasons"]):
+        return EXIT_BAD_INPUT  # an object with fields of the wrong type is not a manifest
     return EXIT_OK if all(row["allowed"] for row in rows) else EXIT_DENIED
 
 

@@ -7,7 +7,7 @@ through the same `evaluate` as the webhook.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import orjson
 import yaml
@@ -23,12 +23,23 @@ class ManifestError(ValueError):
     """Input that is not a manifest (exit code 2)."""
 
 
-def read_manifests(stream: TextIO, origin: str) -> list[dict[str, Any]]:
-    """Every object in a multi-document YAML or JSON stream; `List` kinds are unpacked."""
+def _documents(raw: bytes, origin: str) -> list[Any]:
     try:
-        docs = list(yaml.safe_load_all(stream))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{origin}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        return list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{origin}: not valid YAML or JSON: {exc}") from None
+        try:  # JSON that YAML refuses, e.g. indented with tabs (jq --tab)
+            return [orjson.loads(raw)]
+        except orjson.JSONDecodeError:
+            raise ManifestError(f"{origin}: not valid YAML or JSON: {exc}") from None
+
+
+def read_manifests(stream: BinaryIO, origin: str) -> list[dict[str, Any]]:
+    """Every object in a multi-document YAML or JSON stream; `List` kinds are unpacked."""
+    docs = _documents(stream.read(), origin)
     objects: list[dict[str, Any]] = []
     for index, doc in enumerate(docs):
         if doc is None:

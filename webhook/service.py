@@ -78,15 +78,22 @@ class AdmissionService:
         self._observer.observe(endpoint, answer, time.perf_counter() - started)
         return answer
 
+    def refuse(self, error: ReviewError, endpoint: Endpoint) -> Answer:
+        """The answer to a body refused before parsing (too large), observed like any other."""
+        answer = self.unreadable(error)
+        self._observer.observe(endpoint, answer, 0.0)
+        return answer
+
     def _answer(self, body: bytes, endpoint: Endpoint) -> Answer:
         try:
             request = parse_review(body)
         except ReviewError as exc:
             return self.unreadable(exc)
-        config = self._config()
         # metrics label: bounded to the kinds costgate handles, whatever the sender writes
         kind = request.kind if handles(request.group, request.kind) else "other"
+        config: Config | None = None
         try:
+            config = self._config()
             decision = evaluate(request, config=config)
             if endpoint == "mutate":
                 return self._mutate(request.uid, request.obj, kind, decision)
@@ -103,7 +110,7 @@ class AdmissionService:
                     "endpoint": endpoint,
                 },
             )
-            allow = config.policy.on_internal_error == "allow"
+            allow = config is not None and config.policy.on_internal_error == "allow"
             payload = error_review(
                 request.uid, messages.internal_error(request_id), status=500, allowed=allow
             )
@@ -115,7 +122,7 @@ class AdmissionService:
         ops = patch_ops(decision, obj) if decision.allowed else []
         allowed = decision if decision.allowed else Decision(allowed=True)
         payload = response_review(uid, allowed, patch=ops, warnings=False, audit=False)
-        return Answer(200, payload, kind, "patch" if ops else "allow")
+        return Answer(200, payload, kind, "patch" if ops else "skip")
 
     @staticmethod
     def unreadable(exc: ReviewError) -> Answer:

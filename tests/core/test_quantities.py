@@ -81,6 +81,7 @@ def test_anything_we_accept_the_client_reads_the_same(text: str) -> None:
         ("2Ki", Decimal(2048)),
         ("1e2", Decimal(100)),
         (8, Decimal(8)),  # a YAML integer from a manifest read by the CLI
+        (1.5, Decimal("1.5")),  # a YAML float: a quantity, not a whole GPU count
     ],
     ids=[
         "a plain count",
@@ -90,6 +91,7 @@ def test_anything_we_accept_the_client_reads_the_same(text: str) -> None:
         "binary SI suffix",
         "exponent",
         "an integer from YAML",
+        "a float from YAML",
     ],
 )
 def test_quantities_read_as_numbers(value: object, expected: Decimal) -> None:
@@ -113,10 +115,13 @@ def test_quantities_read_as_numbers(value: object, expected: Decimal) -> None:
         "--1",
         "1e99999",
         True,
-        1.5,
+        float("nan"),
+        float("inf"),
         None,
         [],
         "9" * 65,
+        "²",  # str.isdigit() is true for it, Decimal() refuses it
+        "٨",  # an Arabic-Indic eight
     ],
     ids=lambda v: f"refuses {v!r}"[:40],
 )
@@ -168,6 +173,8 @@ def test_durations(text: str, seconds: int) -> None:
         "3e3",
         "1h 30m",
         "1d" * 20,
+        "²",  # Unicode digits are not durations
+        "١٢h",
     ],
     ids=lambda t: f"refuses {t!r}"[:40],
 )

@@ -35,6 +35,7 @@ __all__ = [
     "invalid_runtime",
     "missing_labels",
     "money",
+    "out_of_range",
     "over_threshold",
     "quote",
     "runtime_ignored_for_serving",
@@ -251,6 +252,10 @@ def would_deny(code: str, message: str) -> str:
 
 def wrong_type(path: str, expected: str, value: object) -> str:
     return f"field {path} must be {_TYPE_NAMES.get(expected, expected)}, not {_describe(value)}"
+
+
+def out_of_range(path: str, value: object, high: int) -> str:
+    return f"field {path} must be a whole number from 0 to {high}, not {quote(value)}"
 
 
 _TYPE_NAMES = {

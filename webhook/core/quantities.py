@@ -7,6 +7,7 @@ which is stricter than the official Python client's helper: no `K`, no `NaN`, no
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from decimal import Decimal, InvalidOperation
@@ -29,13 +30,15 @@ def parse_quantity(value: object) -> Decimal | None:
     """A Kubernetes quantity as a Decimal, or None when it is not one.
 
     Accepts the strings the API server accepts and, for manifests read by the CLI, YAML
-    integers. Booleans and floats are refused: `1.5` in YAML is a typo, not a GPU count.
+    numbers. Booleans are refused.
     """
     if type(value) is int:
         return Decimal(value)
+    if type(value) is float:  # from YAML; the caller decides whether 1.5 makes sense
+        return Decimal(repr(value)) if math.isfinite(value) else None
     if type(value) is not str or not value or len(value) > _MAX_QUANTITY_CHARS:
         return None
-    if value.isdigit():  # the common case: "1", "8"
+    if value.isascii() and value.isdigit():  # the common case: "1", "8" (not "²" or "٨")
         return Decimal(value)
     match = _QUANTITY.fullmatch(value)
     if match is None:
@@ -67,7 +70,7 @@ def parse_duration(text: str) -> int | None:
     text = text.strip()
     if not text or len(text) > 32:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         seconds = Decimal(text)
     else:
         seconds = Decimal(0)

@@ -64,8 +64,16 @@ async def _read_body(receive: Receive, limit: int, declared: int | None) -> tupl
             return chunks[0] if len(chunks) == 1 else b"".join(chunks), False
 
 
-async def _respond(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    close: bool = False,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra)
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -99,7 +107,8 @@ class AdmissionEndpoints:
             await self.fallback(scope, receive, send)
             return
         if scope["method"] != "POST":
-            await _respond(send, 405, b'{"error":"admission endpoints take POST"}')
+            body = b'{"error":"admission endpoints take POST"}'
+            await _respond(send, 405, body, extra=((b"allow", b"POST"),))
             return
         body, too_large = await _read_body(receive, self.max_body_bytes, _content_length(scope))
         if too_large:
@@ -107,7 +116,7 @@ class AdmissionEndpoints:
             error = ReviewError(
                 f"the body is larger than {limit_mib:g} MiB", recover_uid(body), status=413
             )
-            answer: Answer = self.service.unreadable(error)
+            answer: Answer = self.service.refuse(error, endpoint)
             await _respond(send, answer.status, answer.body, close=True)
             return
         answer = self.service.handle(body, endpoint)

@@ -8,7 +8,7 @@ from typing import Any
 from ..catalog import PriceTable
 from ..policy import Policy
 from ..types import ANNOTATION_GPU_TYPE, PodShape, Reason, Request, Workload, WorkloadClass
-from .podspec import ObjectError, field, read_gpus, read_placement
+from .podspec import ObjectError, field, read_deadline, read_gpus, read_placement
 
 __all__ = ["extract_pod", "read_metadata"]
 
@@ -49,9 +49,7 @@ def extract_pod(request: Request, *, table: PriceTable, policy: Policy) -> Workl
     if not gpus and not problems:
         return None
     metadata, labels, annotations = read_metadata(obj)
-    deadline = spec.get("activeDeadlineSeconds")
-    if deadline is not None and (type(deadline) is not int or deadline < 0):
-        raise ObjectError("spec.activeDeadlineSeconds", "non-negative integer", deadline)
+    deadline = read_deadline(spec, "spec")
     placement = read_placement(spec, "spec", annotations, ANNOTATION_GPU_TYPE)
     return Workload(
         kind="Pod",

@@ -13,18 +13,19 @@ from typing import Any
 
 from .. import messages
 from ..catalog import PriceTable
-from ..quantities import parse_quantity
+from ..quantities import MAX_DEADLINE_SECONDS, parse_quantity
 from ..types import GpuRequest, Placement, Reason
 
-__all__ = ["ObjectError", "field", "read_gpus", "read_placement"]
+__all__ = ["ObjectError", "field", "read_deadline", "read_gpus", "read_placement"]
 
 
 class ObjectError(Exception):
-    """The object has a field of the wrong type: the request cannot be read."""
+    """The object has a field of the wrong type or range: the request cannot be read."""
 
-    def __init__(self, path: str, expected: str, value: object) -> None:
-        super().__init__(messages.wrong_type(path, expected, value))
-        self.reason = Reason("invalid-request", messages.wrong_type(path, expected, value))
+    def __init__(self, path: str, expected: str, value: object, *, message: str = "") -> None:
+        message = message or messages.wrong_type(path, expected, value)
+        super().__init__(message)
+        self.reason = Reason("invalid-request", message)
 
 
 def field(obj: Mapping[str, Any], key: str, path: str, expected: type, default: Any) -> Any:
@@ -112,6 +113,20 @@ def read_gpus(
     if not total:
         return ()
     return tuple(GpuRequest(name, count) for name, count in sorted(total.items()) if count > 0)
+
+
+def read_deadline(spec: Mapping[str, Any], path: str) -> int | None:
+    """spec.activeDeadlineSeconds, checked: a whole number the API server would accept."""
+    deadline = spec.get("activeDeadlineSeconds")
+    if deadline is None:
+        return None
+    where = f"{path}.activeDeadlineSeconds"
+    if type(deadline) is not int:
+        raise ObjectError(where, "int", deadline)
+    if not 0 <= deadline <= MAX_DEADLINE_SECONDS:
+        message = messages.out_of_range(where, deadline, MAX_DEADLINE_SECONDS)
+        raise ObjectError(where, "int", deadline, message=message)
+    return deadline
 
 
 def read_placement(
