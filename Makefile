@@ -21,6 +21,7 @@ run: $(STAMP)
 ## test: lint, import contracts and the test suite
 test: $(STAMP)
 	$(BIN)/ruff check webhook tests bench
+	$(BIN)/ruff format --check webhook tests bench
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 

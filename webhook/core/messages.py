@@ -213,9 +213,9 @@ def over_threshold(
 ) -> str:
     kind = "/month serving" if estimate.per_month else ""
     return (
-        f"estimated cost {cost_text or cost(estimate)} exceeds the {money(limit)}{kind} limit for namespace "
-        f"{quote(namespace)}; ask an approver for a token (costgate approve ...) and set "
-        f"annotation {ANNOTATION_APPROVAL}"
+        f"estimated cost {cost_text or cost(estimate)} exceeds the {money(limit)}{kind} "
+        f"limit for namespace {quote(namespace)}; ask an approver for a token "
+        f"(costgate approve ...) and set annotation {ANNOTATION_APPROVAL}"
     )
 
 

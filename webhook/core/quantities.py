@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 __all__ = ["MAX_DEADLINE_SECONDS", "format_hours", "parse_duration", "parse_quantity"]
 
