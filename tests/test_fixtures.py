@@ -40,8 +40,8 @@ def dearest(config) -> str:
     return config.table.candidates("nvidia.com/gpu")[0]
 
 
-# Objects costgate does not price in this release (Workflows, CronWorkflows, Jobs) and pods
-# without GPUs are allowed untouched.
+# Objects costgate does not price in this release (Workflows, CronWorkflows) and pods without
+# GPUs are allowed untouched.
 UNTOUCHED = [
     "pod-create-plain",
     "pod-run-deny",
@@ -53,7 +53,6 @@ UNTOUCHED = [
     "workflow-update-label",
     "workflow-update-status-by-controller",
     "cronworkflow-create",
-    "job-create-gpu",
     # an UPDATE that keeps the labels, and a pod the workflow controller made for its Workflow
     "pod-update-label",
     "pod-apply-warn",
@@ -86,6 +85,8 @@ PRICED = [
     ("pod-create-deny-stdin", 8, None, 12, ["missing-labels", "over-threshold"]),
     ("pod-create-deny-dryrun", 8, None, 12, ["missing-labels", "over-threshold"]),
     ("pod-create-deny-noreason", 1, None, 12, ["missing-labels", "over-threshold"]),
+    # parallelism 4 of completions 8, one GPU each, for the default 12h Job deadline
+    ("job-create-gpu", 4, None, 12, ["over-threshold"]),
 ]
 
 

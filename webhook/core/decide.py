@@ -13,7 +13,14 @@ from .catalog import PriceTable
 from .policy import NamespacePolicy
 from .pricing import Pricing, price
 from .quantities import parse_duration
-from .types import ANNOTATION_MAX_RUNTIME, Decision, Reason, Workload
+from .types import (
+    ANNOTATION_ESTIMATED_COST,
+    ANNOTATION_MAX_RUNTIME,
+    COSTGATE_PREFIX,
+    Decision,
+    Reason,
+    Workload,
+)
 
 __all__ = ["check_labels", "decide"]
 
@@ -158,8 +165,19 @@ def decide(
     if estimate is not None:
         audit["estimated-cost-usd"] = f"{estimate.usd:.2f}"
         audit["estimate"] = cost_text
+    pod_labels: dict[str, str] = {}
+    pod_annotations: dict[str, str] = {}
+    if workload.copy_to and allowed:
+        pod_labels = {k: workload.labels[k] for k in policy.required_labels if k in workload.labels}
+        pod_annotations = {
+            k: v
+            for k, v in workload.annotations.items()
+            if k.startswith(COSTGATE_PREFIX) and k != ANNOTATION_ESTIMATED_COST
+        }
     return Decision(
         allowed=allowed,
+        pod_labels=pod_labels,
+        pod_annotations=pod_annotations,
         reasons=tuple(reasons),
         warnings=tuple(warnings),
         workload=workload,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .catalog import PriceTable
 from .decide import check_labels, decide
+from .extract.job import extract_cronjob, extract_job
 from .extract.pod import extract_pod
 from .extract.podspec import ObjectError
 from .policy import Policy
@@ -31,6 +32,8 @@ Extractor = Callable[..., "Workload | None"]
 
 _EXTRACTORS: dict[tuple[str, str], Extractor] = {
     ("", "Pod"): extract_pod,
+    ("batch", "Job"): extract_job,
+    ("batch", "CronJob"): extract_cronjob,
 }
 
 _ALLOW = Decision(allowed=True)

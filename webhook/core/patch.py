@@ -35,8 +35,33 @@ def _parent(obj: Mapping[str, Any], pointer: str) -> tuple[Mapping[str, Any] | N
     return (node if isinstance(node, Mapping) else None), last
 
 
+def _ensure_entries(
+    obj: Mapping[str, Any], pointer: str, entries: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Ops that make the map at `pointer` (e.g. /spec/template/metadata/labels) hold
+    `entries`, creating the missing objects on the way in one `add`."""
+    tokens = pointer.strip("/").split("/")
+    node: Any = obj
+    for depth, token in enumerate(tokens):
+        child = node.get(token) if isinstance(node, Mapping) else None
+        if child is None:
+            value: Any = dict(entries)
+            for name in reversed(tokens[depth + 1 :]):
+                value = {name: value}
+            return [{"op": "add", "path": "/" + "/".join(tokens[: depth + 1]), "value": value}]
+        node = child
+    if not isinstance(node, Mapping):
+        return []
+    return [
+        {"op": "add", "path": f"{pointer}/{escape(key)}", "value": value}
+        for key, value in entries.items()
+        if node.get(key) != value
+    ]
+
+
 def patch_ops(decision: Decision, obj: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The JSONPatch ops that set the deadline and stamp the estimate; [] when nothing changes."""
+    """The JSONPatch ops that set the deadline, stamp the estimate and copy attribution into
+    pod templates; [] when nothing changes."""
     ops: list[dict[str, Any]] = []
     workload = decision.workload
     if decision.deadline is not None and workload is not None:
@@ -53,4 +78,10 @@ def patch_ops(decision: Decision, obj: Mapping[str, Any]) -> list[dict[str, Any]
             ops.append({"op": "add", "path": "/metadata/annotations", "value": value})
         elif annotations.get(ANNOTATION_ESTIMATED_COST) != decision.stamp:
             ops.append({"op": "add", "path": _STAMP_PATH, "value": decision.stamp})
+    if workload is not None:
+        for target in workload.copy_to:
+            if decision.pod_labels:
+                ops += _ensure_entries(obj, f"{target}/labels", decision.pod_labels)
+            if decision.pod_annotations:
+                ops += _ensure_entries(obj, f"{target}/annotations", decision.pod_annotations)
     return ops

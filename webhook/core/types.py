@@ -15,6 +15,7 @@ __all__ = [
     "ANNOTATION_ESTIMATED_COST",
     "ANNOTATION_GPU_TYPE",
     "ANNOTATION_MAX_RUNTIME",
+    "COSTGATE_PREFIX",
     "Decision",
     "Estimate",
     "EstimateLine",
@@ -30,6 +31,7 @@ __all__ = [
     "WorkloadClass",
 ]
 
+COSTGATE_PREFIX = "costgate.io/"
 ANNOTATION_MAX_RUNTIME = "costgate.io/max-runtime"
 ANNOTATION_GPU_TYPE = "costgate.io/gpu-type"
 ANNOTATION_ESTIMATED_COST = "costgate.io/estimated-cost"
@@ -133,6 +135,9 @@ class Workload:
     existing_deadline: int | None  # spec.activeDeadlineSeconds as submitted
     deadline_path: str  # JSON pointer of the deadline the webhook manages
     problems: tuple[Reason, ...] = ()  # what could not be read (invalid-gpu-request, ...)
+    # Pointers of the pod metadata the owner stamps on its pods (a Job's pod template, a
+    # Workflow's podMetadata): attribution labels are copied there so the pods carry them.
+    copy_to: tuple[str, ...] = ()
 
     @property
     def display_name(self) -> str:
@@ -191,6 +196,9 @@ class Decision:
     mode: Mode = "enforce"
     status_code: int = 403
     audit: Mapping[str, str] = field(default_factory=dict)
+    # labels and annotations to copy into each of workload.copy_to (pod metadata templates)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def priced(self) -> bool:

@@ -16,7 +16,14 @@ from ..catalog import PriceTable
 from ..quantities import MAX_DEADLINE_SECONDS, parse_quantity
 from ..types import GpuRequest, Placement, Reason
 
-__all__ = ["ObjectError", "field", "read_deadline", "read_gpus", "read_placement"]
+__all__ = [
+    "ObjectError",
+    "field",
+    "read_deadline",
+    "read_gpus",
+    "read_metadata",
+    "read_placement",
+]
 
 
 class ObjectError(Exception):
@@ -113,6 +120,17 @@ def read_gpus(
     if not total:
         return ()
     return tuple(GpuRequest(name, count) for name, count in sorted(total.items()) if count > 0)
+
+
+def read_metadata(
+    obj: Mapping[str, Any], path: str = ""
+) -> tuple[Mapping[str, Any], dict[str, str], dict[str, str]]:
+    """metadata, labels and annotations of an object (or template), with their types checked."""
+    metadata = field(obj, "metadata", path, dict, {})
+    where = f"{path}.metadata" if path else "metadata"
+    labels = field(metadata, "labels", where, dict, {})
+    annotations = field(metadata, "annotations", where, dict, {})
+    return metadata, labels, annotations
 
 
 def read_deadline(spec: Mapping[str, Any], path: str) -> int | None:

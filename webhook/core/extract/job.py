@@ -1,0 +1,116 @@
+"""batch/v1 Jobs and CronJobs, read into Workloads.
+
+A Job runs at most `parallelism` pods at once (never more than `completions`), and its own
+`activeDeadlineSeconds` bounds the whole Job however many pods it retries, so the cost is
+pod GPUs × concurrent pods × the Job's deadline. Gating the Job, not its pods, puts the
+denial in `kubectl apply` rather than in events on the Job nobody reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..catalog import PriceTable
+from ..policy import Policy
+from ..types import ANNOTATION_GPU_TYPE, PodShape, Reason, Request, Workload
+from .owner import owner_class
+from .podspec import ObjectError, field, read_deadline, read_gpus, read_metadata, read_placement
+
+__all__ = ["extract_cronjob", "extract_job"]
+
+
+def _count(spec: Mapping[str, Any], key: str, path: str) -> int | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise ObjectError(f"{path}.{key}", "int", value)
+    return value
+
+
+def _job_workload(
+    request: Request,
+    job_spec: Mapping[str, Any],
+    path: str,
+    *,
+    kind: str,
+    table: PriceTable,
+    policy: Policy,
+    deadline_path: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    metadata: Mapping[str, Any],
+) -> Workload | None:
+    template = field(job_spec, "template", path, dict, {})
+    pod_spec = field(template, "spec", f"{path}.template", dict, {})
+    problems: list[Reason] = []
+    gpus = read_gpus(pod_spec, f"{path}.template.spec", table, problems)
+    if not gpus and not problems:
+        return None
+    _, pod_labels, pod_annotations = read_metadata(template, f"{path}.template")
+    parallelism = _count(job_spec, "parallelism", path)
+    completions = _count(job_spec, "completions", path)
+    concurrent = 1 if parallelism is None else parallelism
+    if completions is not None:
+        concurrent = min(concurrent, completions)
+    # The Job's labels, or failing that its pod template's, attribute it; declarations may
+    # sit on either too (the Job's win).
+    merged_labels = {**pod_labels, **labels}
+    merged_annotations = {**pod_annotations, **annotations}
+    placement = read_placement(
+        pod_spec, f"{path}.template.spec", merged_annotations, ANNOTATION_GPU_TYPE
+    )
+    return Workload(
+        kind=kind,
+        namespace=request.namespace or str(metadata.get("namespace") or ""),
+        name=request.name or str(metadata.get("name") or ""),
+        generate_name=str(metadata.get("generateName") or ""),
+        labels=merged_labels,
+        annotations=merged_annotations,
+        workload_class=owner_class(metadata, request.username, policy),
+        pods=(PodShape(label="pod", gpus=gpus, placement=placement, replicas=concurrent),),
+        existing_deadline=read_deadline(job_spec, path),
+        deadline_path=deadline_path,
+        problems=tuple(problems),
+        copy_to=(deadline_path.rsplit("/", 1)[0] + "/template/metadata",),
+    )
+
+
+def extract_job(request: Request, *, table: PriceTable, policy: Policy) -> Workload | None:
+    """A Job's GPU workload, or None when its pods ask for no GPU."""
+    metadata, labels, annotations = read_metadata(request.obj)
+    spec = field(request.obj, "spec", "", dict, {})
+    return _job_workload(
+        request,
+        spec,
+        "spec",
+        kind="Job",
+        table=table,
+        policy=policy,
+        deadline_path="/spec/activeDeadlineSeconds",
+        labels=labels,
+        annotations=annotations,
+        metadata=metadata,
+    )
+
+
+def extract_cronjob(request: Request, *, table: PriceTable, policy: Policy) -> Workload | None:
+    """One run of a CronJob (its jobTemplate), priced like a Job."""
+    metadata, labels, annotations = read_metadata(request.obj)
+    spec = field(request.obj, "spec", "", dict, {})
+    job_template = field(spec, "jobTemplate", "spec", dict, {})
+    _, job_labels, job_annotations = read_metadata(job_template, "spec.jobTemplate")
+    job_spec = field(job_template, "spec", "spec.jobTemplate", dict, {})
+    return _job_workload(
+        request,
+        job_spec,
+        "spec.jobTemplate.spec",
+        kind="CronJob",
+        table=table,
+        policy=policy,
+        deadline_path="/spec/jobTemplate/spec/activeDeadlineSeconds",
+        labels={**job_labels, **labels},
+        annotations={**job_annotations, **annotations},
+        metadata=metadata,
+    )

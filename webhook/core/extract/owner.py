@@ -1,0 +1,30 @@
+"""Who made an object: a workload's class from its controller ownerReference and the
+request's user. An ownerReference alone proves nothing (anyone can write one); the user the
+API server authenticated does."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..policy import Policy
+from ..types import WorkloadClass
+from .podspec import ObjectError, field
+
+__all__ = ["owner_class"]
+
+
+def owner_class(metadata: Mapping[str, Any], username: str, policy: Policy) -> WorkloadClass:
+    owners = field(metadata, "ownerReferences", "metadata", list, ())
+    for i, owner in enumerate(owners):
+        if type(owner) is not dict:
+            raise ObjectError(f"metadata.ownerReferences[{i}]", "object", owner)
+        if not owner.get("controller"):
+            continue
+        group = str(owner.get("apiVersion", "")).rpartition("/")[0]
+        role = policy.controller_role(group, str(owner.get("kind", "")), username)
+        if role == "priced":
+            return "controlled"
+        if role == "serving":
+            return "serving"
+    return "batch"
