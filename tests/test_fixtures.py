@@ -40,19 +40,15 @@ def dearest(config) -> str:
     return config.table.candidates("nvidia.com/gpu")[0]
 
 
-# Objects costgate does not price in this release (Workflows, CronWorkflows) and pods without
-# GPUs are allowed untouched.
+# Pods without GPUs, and updates that cannot raise a cost, are allowed untouched.
 UNTOUCHED = [
     "pod-create-plain",
     "pod-run-deny",
     "pod-label-deny",
     "pod-create-deny-400",
-    "workflow-create-gpu-dag",
-    "workflow-create-withitems",
-    "workflow-create-deny",
+    # a relabelled Workflow costs what it did; the workflow controller's status writes
     "workflow-update-label",
     "workflow-update-status-by-controller",
-    "cronworkflow-create",
     # an UPDATE that keeps the labels, and a pod the workflow controller made for its Workflow
     "pod-update-label",
     "pod-apply-warn",
@@ -87,6 +83,14 @@ PRICED = [
     ("pod-create-deny-noreason", 1, None, 12, ["missing-labels", "over-threshold"]),
     # parallelism 4 of completions 8, one GPU each, for the default 12h Job deadline
     ("job-create-gpu", 4, None, 12, ["over-threshold"]),
+    # DAG: the GPU step (4 × A100 80GB) is the busiest moment, for the declared 12h; the
+    # per-step bound (10h × 3 attempts) is higher, so the peak bound wins.
+    ("workflow-create-gpu-dag", 4, "a100-80gb", 12, ["over-threshold"]),
+    # 4 items of 1 GPU, parallelism 2, activeDeadlineSeconds 4h
+    ("workflow-create-withitems", 2, None, 4, ["over-threshold"]),
+    ("workflow-create-deny", 2, None, 12, ["missing-labels", "over-threshold"]),
+    # one run of the CronWorkflow: 1 GPU for its workflowSpec deadline of 2h
+    ("cronworkflow-create", 1, None, 2, []),
 ]
 
 
@@ -179,3 +183,16 @@ def test_all_captures_are_covered() -> None:
     )
     steps = {name.split("-", 1)[1] for name in all_captures()}
     assert steps <= covered, steps - covered
+
+
+def test_mutate_cronworkflow_attributes_the_workflows_and_pods_it_makes(service) -> None:
+    response = answer(service, "mutate-cronworkflow-create")
+    patched = _patched("mutate-cronworkflow-create", response)
+    labels = {"owner": "hank", "experiment": "nightly-eval"}
+    assert patched["spec"]["workflowSpec"]["podMetadata"]["labels"] == labels
+    assert patched["spec"]["workflowMetadata"]["labels"] == labels
+    assert patched["spec"]["workflowSpec"]["activeDeadlineSeconds"] == 7200  # kept
+    stamp = patched["metadata"]["annotations"]["costgate.io/estimated-cost"]
+    assert stamp == answer(service, "validate-cronworkflow-create")["auditAnnotations"][
+        "estimated-cost-usd"
+    ]

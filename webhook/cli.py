@@ -10,29 +10,26 @@ from pathlib import Path
 
 from . import __version__
 from .certs import ensure_certificates, issue, service_hosts
-from .core.engine import Config
 from .estimate import ManifestError, estimate_rows, read_manifests, render_json, render_table
-from .tables import TableError, load_policy, load_pricing
+from .tables import TableError, load_config
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _load_config(pricing: Path | None, policy: Path | None) -> Config:
-    return Config(table=load_pricing(pricing), policy=load_policy(policy))
-
-
 def _estimate(args: argparse.Namespace) -> int:
-    config = _load_config(args.pricing, args.policy)
+    config = load_config(args.pricing, args.policy)
+    objects = []
     try:
-        if args.file == "-":
-            objects = read_manifests(sys.stdin.buffer, "STDIN")
-        else:
-            with open(args.file, "rb") as stream:
-                objects = read_manifests(stream, args.file)
+        for name in args.file:
+            if name == "-":
+                objects += read_manifests(sys.stdin.buffer, "STDIN")
+            else:
+                with open(name, "rb") as stream:
+                    objects += read_manifests(stream, name)
     except OSError as exc:
-        print(f"costgate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        print(f"costgate: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ManifestError as exc:
         print(f"costgate: {exc}", file=sys.stderr)
@@ -69,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ[variable] = str(value)
     settings = Settings()
     configure(settings.log_level)
-    _load_config(settings.pricing, settings.policy)  # refuse bad files before listening
+    load_config(settings.pricing, settings.policy)  # refuse bad files before listening
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise TableError("--tls-cert and --tls-key go together")
     if settings.tls_cert and settings.tls_key:
@@ -117,7 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     estimate = commands.add_parser("estimate", help="the webhook's decision for manifests, offline")
-    estimate.add_argument("-f", "--filename", dest="file", required=True, help="FILE or -")
+    estimate.add_argument(
+        "-f",
+        "--filename",
+        dest="file",
+        action="append",
+        required=True,
+        help="FILE or - (repeatable: WorkflowTemplates in any file resolve references)",
+    )
     estimate.add_argument("-o", "--output", choices=("table", "json"), default="table")
     estimate.add_argument(
         "-n",

@@ -6,7 +6,9 @@ through the same `evaluate` as the webhook.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any, BinaryIO
 
 import orjson
@@ -14,6 +16,7 @@ import yaml
 
 from .core import messages
 from .core.engine import Config, evaluate
+from .core.extract.workflow import TemplateLookup
 from .core.types import Decision, Request
 
 __all__ = ["ManifestError", "estimate_rows", "read_manifests", "render_json", "render_table"]
@@ -70,6 +73,11 @@ def _request(obj: dict[str, Any], namespace: str) -> Request:
     )
 
 
+def _count(value: float) -> int | None:
+    """A GPU count for output: whole, or None when nothing bounds it."""
+    return None if math.isinf(value) else int(value)
+
+
 def _row(request: Request, decision: Decision) -> dict[str, Any]:
     estimate = decision.estimate
     name = request.name or (decision.workload.display_name if decision.workload else "")
@@ -79,9 +87,9 @@ def _row(request: Request, decision: Decision) -> dict[str, Any]:
         "name": name,
         "allowed": decision.allowed,
         "mode": decision.mode,
-        "cost_usd": estimate.usd if estimate else 0.0,
+        "cost_usd": estimate.usd if estimate and not math.isinf(estimate.usd) else 0.0,
         "per_month": estimate.per_month if estimate else False,
-        "gpus": decision.workload.total_gpus if decision.workload else 0,
+        "gpus": _count(decision.workload.total_gpus) if decision.workload else 0,
         "max_runtime_seconds": decision.runtime_seconds,
         "deadline_seconds": decision.deadline,
         "breakdown": [
@@ -99,9 +107,32 @@ def _row(request: Request, decision: Decision) -> dict[str, Any]:
     }
 
 
+_TEMPLATE_KINDS = {"WorkflowTemplate": False, "ClusterWorkflowTemplate": True}
+
+
+def template_lookup(objects: Iterable[dict[str, Any]], namespace: str) -> TemplateLookup:
+    """Resolve workflowTemplateRef/templateRef against the WorkflowTemplates given."""
+    specs: dict[tuple[str, str, bool], Any] = {}
+    for obj in objects:
+        cluster = _TEMPLATE_KINDS.get(str(obj.get("kind")))
+        if cluster is None or not str(obj.get("apiVersion", "")).startswith("argoproj.io/"):
+            continue
+        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        scope = "" if cluster else str(metadata.get("namespace") or namespace)
+        specs[(scope, str(metadata.get("name") or ""), cluster)] = obj.get("spec")
+
+    def lookup(ns: str, name: str, cluster: bool) -> Any:
+        return specs.get(("" if cluster else ns, name, cluster))
+
+    return lookup
+
+
 def estimate_rows(
     objects: Iterable[dict[str, Any]], *, config: Config, namespace: str = "default"
 ) -> list[dict[str, Any]]:
+    objects = list(objects)
+    if config.lookup is None:
+        config = replace(config, lookup=template_lookup(objects, namespace))
     rows = []
     for obj in objects:
         request = _request(obj, namespace)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .core.catalog import GpuType, PriceTable, ResourceRule, normalize_label_value
+from .core.engine import Config
 from .core.policy import NamespacePolicy, Policy, TrustedController
 from .core.quantities import parse_duration
 
@@ -22,6 +23,7 @@ __all__ = [
     "BUNDLED_POLICY",
     "BUNDLED_PRICING",
     "TableError",
+    "load_config",
     "load_policy",
     "load_pricing",
     "parse_policy",
@@ -131,6 +133,7 @@ class _NamespaceRules(_Strict):
     unknown_gpu: Literal["most-expensive", "deny"] | None = None
     mode: Literal["enforce", "warn"] | None = None
     max_gpus_per_pod: Annotated[int, Field(ge=1)] | None = None
+    unresolved_templates: Literal["deny", "warn"] | None = None
 
     @field_validator("default_runtime", "max_runtime", mode="before")
     @classmethod
@@ -153,6 +156,7 @@ class _Controller(_Strict):
     api_group: str
     role: Literal["priced", "serving"]
     users: list[str]
+    creates: list[str] = ["Pod"]
 
 
 class _Policy(_NamespaceRules):
@@ -246,6 +250,7 @@ def _namespace_policy(rules: _NamespaceRules, base: NamespacePolicy) -> Namespac
         unknown_gpu=rules.unknown_gpu or base.unknown_gpu,
         mode=rules.mode or base.mode,
         max_gpus_per_pod=rules.max_gpus_per_pod or base.max_gpus_per_pod,
+        unresolved_templates=rules.unresolved_templates or base.unresolved_templates,
     )
 
 
@@ -266,13 +271,23 @@ def parse_policy(data: object, origin: str = "policy") -> Policy:
         namespaces=namespaces,
         exempt_namespaces=frozenset(model.exempt_namespaces),
         trusted_controllers=tuple(
-            TrustedController(c.kind, c.api_group, frozenset(c.users), c.role)
+            TrustedController(c.kind, c.api_group, frozenset(c.users), c.role, frozenset(c.creates))
             for c in model.controllers
         ),
         on_internal_error=model.on_internal_error,
         hours_per_month=model.hours_per_month,
         source=origin,
     )
+
+
+def _yaml_text(text: str) -> Any:
+    """YAML embedded in objects (Argo podSpecPatch), parsed for the core."""
+    return yaml.safe_load(text)
+
+
+def load_config(pricing: Path | None = None, policy: Path | None = None) -> Config:
+    """The core's Config from the pricing and policy files (bundled ones by default)."""
+    return Config(table=load_pricing(pricing), policy=load_policy(policy), parse_text=_yaml_text)
 
 
 def load_pricing(path: Path | None = None) -> PriceTable:

@@ -6,6 +6,7 @@ problem per `kubectl apply`. Wording lives in `messages`.
 
 from __future__ import annotations
 
+import math
 import re
 
 from . import messages
@@ -117,7 +118,16 @@ def decide(
             reasons.append(
                 Reason("invalid-gpu-request", messages.too_many_gpus(gpus, policy.max_gpus_per_pod))
             )
-    reasons += check_labels(workload, policy)
+    if workload.pods:  # known to use GPUs (not only templates costgate cannot read)
+        reasons += check_labels(workload, policy)
+    for text in workload.unresolved:
+        if policy.unresolved_templates == "deny":
+            reasons.append(
+                Reason("template-not-found", messages.unresolved_denied(text, namespace))
+            )
+        else:
+            warnings.append(messages.warning(text))
+    warnings += workload.notes
 
     serving = workload.workload_class == "serving"
     runtime: int | None = None
@@ -138,22 +148,34 @@ def decide(
         type_reasons, type_warnings = _type_notes(pricing, table, policy, namespace)
         reasons += type_reasons
         warnings += type_warnings
-        cost_text = messages.cost(pricing.estimate)
         limit = policy.serving_threshold_usd_per_month if serving else policy.threshold_usd
-        # A price for a type we refused to guess proves nothing: no threshold reason then.
-        # Signed approvals (a later stage) will lift this reason when they cover the estimate.
-        if not type_reasons and pricing.estimate.usd > limit:
-            text = messages.over_threshold(pricing.estimate, limit, namespace, cost_text)
-            reasons.append(Reason("over-threshold", text))
+        if math.isinf(pricing.estimate.usd):
+            text = messages.unbounded(workload.kind, workload.display_name)
+            reasons.append(Reason("invalid-gpu-request", text))
+            pricing = None
+        elif workload.informational:  # a template: its Workflows are gated, it is not
+            cost_text = messages.cost(pricing.estimate)
+            warnings.append(messages.template_estimate(pricing.estimate, limit, cost_text))
+        else:
+            cost_text = messages.cost(pricing.estimate)
+            # A price for a type we refused to guess proves nothing: no threshold reason.
+            # Signed approvals (a later stage) will lift this reason when they cover it.
+            if not type_reasons and pricing.estimate.usd > limit:
+                text = messages.over_threshold(pricing.estimate, limit, namespace, cost_text)
+                reasons.append(Reason("over-threshold", text))
 
+    reasons = list(dict.fromkeys(reasons))  # a template called twice is one problem
     estimate = pricing.estimate if pricing else None
+    if workload.informational:
+        deadline = None
+        runtime_warnings = []
     enforce = policy.mode == "enforce"
     allowed = not reasons or not enforce
     if reasons and not enforce:
         warnings = [messages.would_deny(r.code, r.message) for r in reasons] + warnings
     if allowed:
         warnings = runtime_warnings + warnings
-        if estimate is not None:
+        if estimate is not None and not workload.informational:
             warnings.insert(0, messages.estimate_warning(estimate, cost_text))
 
     audit = {
@@ -184,7 +206,9 @@ def decide(
         estimate=estimate,
         runtime_seconds=runtime,
         deadline=deadline if (enforce and allowed) else None,
-        stamp=f"{estimate.usd:.2f}" if (estimate is not None and allowed) else None,
+        stamp=f"{estimate.usd:.2f}"
+        if (estimate is not None and allowed and not workload.informational)
+        else None,
         mode=policy.mode,
         audit=audit,
     )

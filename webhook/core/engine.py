@@ -7,13 +7,20 @@ same answer by construction. Nothing here does I/O or reads a clock.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .catalog import PriceTable
 from .decide import check_labels, decide
 from .extract.job import extract_cronjob, extract_job
 from .extract.pod import extract_pod
 from .extract.podspec import ObjectError
+from .extract.workflow import (
+    TemplateLookup,
+    extract_cronworkflow,
+    extract_workflow,
+    extract_workflow_template,
+)
 from .policy import Policy
 from .types import Decision, Request, Workload
 
@@ -22,10 +29,16 @@ __all__ = ["Config", "evaluate", "handles"]
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Everything a decision depends on besides the request: loaded once, swapped whole."""
+    """Everything a decision depends on besides the request: loaded once, swapped whole.
+
+    `parse_text` reads YAML embedded in objects (Argo podSpecPatch); `lookup` finds a
+    WorkflowTemplate's spec by (namespace, name, cluster scope). Both are plain functions
+    the edges pass in, so the core imports no YAML library and reads no cluster."""
 
     table: PriceTable
     policy: Policy
+    parse_text: Callable[[str], Any] | None = None
+    lookup: TemplateLookup | None = None
 
 
 Extractor = Callable[..., "Workload | None"]
@@ -34,6 +47,10 @@ _EXTRACTORS: dict[tuple[str, str], Extractor] = {
     ("", "Pod"): extract_pod,
     ("batch", "Job"): extract_job,
     ("batch", "CronJob"): extract_cronjob,
+    ("argoproj.io", "Workflow"): extract_workflow,
+    ("argoproj.io", "CronWorkflow"): extract_cronworkflow,
+    ("argoproj.io", "WorkflowTemplate"): extract_workflow_template,
+    ("argoproj.io", "ClusterWorkflowTemplate"): extract_workflow_template,
 }
 
 _ALLOW = Decision(allowed=True)
@@ -43,13 +60,19 @@ def handles(group: str, kind: str) -> bool:
     return (group, kind) in _EXTRACTORS
 
 
-def _update(request: Request, workload: Workload, config: Config) -> Decision:
-    """A GPU pod's spec cannot grow after creation, and its deadline can only shrink (API
-    validation); what an update can still do is strip the attribution labels."""
-    if request.old_obj is None:
-        return _ALLOW
+def _decide(workload: Workload, config: Config) -> Decision:
+    return decide(
+        workload,
+        table=config.table,
+        policy=config.policy.for_namespace(workload.namespace),
+        hours_per_month=config.policy.hours_per_month,
+    )
+
+
+def _labels_kept(request: Request, workload: Workload, config: Config) -> Decision:
+    """An update may not strip the attribution an object had."""
     policy = config.policy.for_namespace(workload.namespace)
-    old_metadata = request.old_obj.get("metadata")
+    old_metadata = request.old_obj.get("metadata") if request.old_obj else None
     old_labels = old_metadata.get("labels") if isinstance(old_metadata, dict) else None
     if not isinstance(old_labels, dict) or not all(
         old_labels.get(key) for key in policy.required_labels
@@ -62,6 +85,35 @@ def _update(request: Request, workload: Workload, config: Config) -> Decision:
     return Decision(allowed=not enforce, reasons=reasons, workload=workload, mode=policy.mode)
 
 
+def _update(request: Request, workload: Workload, extractor: Extractor, config: Config) -> Decision:
+    """Updates are priced again only when they can raise the cost.
+
+    A Pod's GPUs cannot change after creation and its deadline can only shrink (API
+    validation). A Workflow or Job can be edited: if the new estimate is above the old one
+    (more GPUs, more fan-out, a longer deadline), it is decided like a new object; lowering
+    it (e.g. the deadline to 0, which is how `argo terminate` stops a workflow) is allowed.
+    """
+    if request.kind == "Pod" or request.old_obj is None:
+        return _labels_kept(request, workload, config)
+    try:
+        old = extractor(
+            replace(request, obj=request.old_obj, old_obj=None),
+            table=config.table,
+            policy=config.policy,
+            parse_text=config.parse_text,
+            lookup=config.lookup,
+        )
+    except ObjectError:
+        old = None
+    new_decision = _decide(workload, config)
+    if old is None or new_decision.estimate is None:
+        return new_decision
+    old_decision = _decide(old, config)
+    if old_decision.estimate is not None and new_decision.estimate.usd <= old_decision.estimate.usd:
+        return _labels_kept(request, workload, config)
+    return new_decision
+
+
 def evaluate(request: Request, *, config: Config) -> Decision:
     """The decision for one admission request (or one manifest, from the CLI)."""
     extractor = _EXTRACTORS.get((request.group, request.kind))
@@ -69,21 +121,24 @@ def evaluate(request: Request, *, config: Config) -> Decision:
         return _ALLOW
     if request.operation not in ("CREATE", "UPDATE"):
         return _ALLOW
+    if request.operation == "UPDATE" and config.policy.is_controller(request.username):
+        return _ALLOW  # status writes of the workflow and job controllers: answer at once
     try:
-        workload = extractor(request, table=config.table, policy=config.policy)
+        workload = extractor(
+            request,
+            table=config.table,
+            policy=config.policy,
+            parse_text=config.parse_text,
+            lookup=config.lookup,
+        )
     except ObjectError as exc:
         return Decision(allowed=False, reasons=(exc.reason,), status_code=400)
     if workload is None:
         return _ALLOW
     if request.operation == "UPDATE":
-        return _update(request, workload, config)
+        return _update(request, workload, extractor, config)
     if workload.workload_class == "controlled":
         return Decision(
             allowed=True, workload=workload, audit={"decision": "allow", "priced-with": "owner"}
         )
-    return decide(
-        workload,
-        table=config.table,
-        policy=config.policy.for_namespace(workload.namespace),
-        hours_per_month=config.policy.hours_per_month,
-    )
+    return _decide(workload, config)

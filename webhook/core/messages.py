@@ -28,9 +28,11 @@ __all__ = [
     "denial",
     "estimate_warning",
     "format_duration",
+    "ignored_patch",
     "internal_error",
     "invalid_gpu_quantity",
     "invalid_label_value",
+    "invalid_max_fanout",
     "invalid_request",
     "invalid_runtime",
     "missing_labels",
@@ -38,13 +40,21 @@ __all__ = [
     "out_of_range",
     "over_threshold",
     "quote",
+    "resource_template",
     "runtime_ignored_for_serving",
     "runtime_too_long",
+    "template_estimate",
+    "template_ref_unresolved",
     "too_many_gpus",
+    "unbounded",
     "unknown_gpu_annotation",
     "unknown_gpu_denied",
     "unknown_gpu_priced",
+    "unknown_template",
+    "unreadable_patch",
+    "unresolved_denied",
     "warning",
+    "workflow_template_ref",
     "would_deny",
     "wrong_type",
 ]
@@ -94,8 +104,29 @@ def _breakdown(estimate: Estimate) -> str:
     return f"(({' + '.join(parts)}) × {hours})"
 
 
+def _runs(runs: float | None) -> str:
+    return "" if runs is None else f" × {runs:g} run{'' if runs == 1 else 's'}"
+
+
+def _workflow_breakdown(estimate: Estimate) -> str:
+    hours = format_hours(round(estimate.hours * 3600))
+    parts = []
+    for line in estimate.lines:
+        text = f"{line.shape}: {line.count} × {line.label} at {money(line.usd_per_hour)}/h"
+        if estimate.basis == "steps" and line.hours is not None:
+            text += f" × {format_hours(round(line.hours * 3600))}{_runs(line.runs)}"
+        parts.append(text)
+    if estimate.basis == "steps":
+        return f"({' + '.join(parts)})"
+    peak = money(estimate.peak_usd_per_hour)
+    return f"(up to {peak}/h at once × {hours}; {', '.join(parts)})"
+
+
 def cost(estimate: Estimate) -> str:
-    """`$1,152.00 (8 × h100-80gb at $6.00/h × 24h)`, or `$730.00/month (...)` for serving."""
+    """`$1,152.00 (8 × h100-80gb at $6.00/h × 24h)`, or `$730.00/month (...)` for serving;
+    Workflows say per template what the bound is made of."""
+    if estimate.basis != "runtime":
+        return f"{money(estimate.usd)} {_workflow_breakdown(estimate)}"
     suffix = "/month" if estimate.per_month else ""
     return f"{money(estimate.usd)}{suffix} {_breakdown(estimate)}"
 
@@ -277,6 +308,67 @@ def _describe(value: object) -> str:
         bool: "a boolean",
     }
     return names.get(type(value), type(value).__name__)
+
+
+def invalid_max_fanout(value: object) -> str:
+    return (
+        f"annotation costgate.io/max-fanout={quote(value)} is not a whole number; declare the "
+        f"most items a withParam loop can have, e.g. 50"
+    )
+
+
+def unknown_template(name: str) -> str:
+    return f"a step calls template {quote(name)}, which the workflow does not define"
+
+
+def template_ref_unresolved(where: str, owner: str, template: str) -> str:
+    return (
+        f"{where} uses template {quote(template)} of WorkflowTemplate {quote(owner)}, which "
+        f"costgate cannot read, so its GPUs are not priced"
+    )
+
+
+def workflow_template_ref(name: str) -> str:
+    return (
+        f"the workflow runs WorkflowTemplate {quote(name)}, which costgate cannot read, so its "
+        f"GPUs are not priced; submit the template first, or estimate both together with "
+        f"costgate estimate -f template.yaml -f workflow.yaml"
+    )
+
+
+def unresolved_denied(detail: str, namespace: str) -> str:
+    return f"{detail}; namespace {quote(namespace)} denies workloads it cannot price"
+
+
+def resource_template(name: str) -> str:
+    return warning(
+        f"template {quote(name)} creates an object; its GPUs are priced when it is created"
+    )
+
+
+def unreadable_patch(where: str) -> str:
+    return (
+        f"{where} cannot be read at admission (it is not JSON or YAML until Argo fills in its "
+        f"{{{{...}}}} parameters), so the GPUs it may set cannot be priced; request GPUs in "
+        f"the template's resources instead"
+    )
+
+
+def ignored_patch(where: str) -> str:
+    return warning(f"{where} cannot be read at admission; it names no resources, so ignored")
+
+
+def unbounded(kind: str, name: str) -> str:
+    return (
+        f"GPU {_object(kind, name)} has no bound on its cost: a withParam loop or a recursive "
+        f"template runs GPU pods an unknown number of times; set spec.parallelism, or declare "
+        f"annotation costgate.io/max-fanout"
+    )
+
+
+def template_estimate(estimate: Estimate, limit: float, cost_text: str) -> str:
+    over = f", above the {money(limit)} threshold" if estimate.usd > limit else ""
+    return warning(f"a workflow of this template would cost up to {cost_text}{over}")
 
 
 def denial(reasons: Iterable[Reason]) -> str:

@@ -30,6 +30,8 @@ class NamespacePolicy:
     unknown_gpu: UnknownGpuRule = "most-expensive"
     mode: Mode = "enforce"
     max_gpus_per_pod: int = 64
+    # A Workflow that runs a WorkflowTemplate costgate cannot read: deny, or warn and allow.
+    unresolved_templates: Literal["deny", "warn"] = "deny"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class TrustedController:
     api_group: str
     users: frozenset[str]
     role: ControllerRole
+    creates: frozenset[str] = frozenset({"Pod"})  # the kinds it makes for its owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +59,20 @@ class Policy:
     def for_namespace(self, namespace: str) -> NamespacePolicy:
         return self.namespaces.get(namespace, self.default)
 
-    def controller_role(self, api_group: str, kind: str, username: str) -> ControllerRole | None:
+    def is_controller(self, username: str) -> bool:
+        """Whether `username` is one of the trusted controllers' accounts."""
+        return any(username in c.users for c in self.trusted_controllers)
+
+    def controller_role(
+        self, api_group: str, kind: str, username: str, created: str = "Pod"
+    ) -> ControllerRole | None:
+        """The role of an owner of `kind` when `username` creates a `created` for it."""
         for controller in self.trusted_controllers:
             if (
                 controller.kind == kind
                 and controller.api_group == api_group
                 and username in controller.users
+                and created in controller.creates
             ):
                 return controller.role
         return None

@@ -8,10 +8,11 @@ that node selectors imply but never lower it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .catalog import PriceTable
-from .types import Estimate, EstimateLine, Placement, Workload
+from .types import INFINITE, Estimate, EstimateLine, GpuRequest, Placement, Workload
 
 __all__ = ["Pricing", "TypeResolution", "price", "resolve_types"]
 
@@ -114,42 +115,86 @@ def _resolve_types(placement: Placement, table: PriceTable) -> TypeResolution:
     )
 
 
+def _line(
+    request: GpuRequest, resolution: TypeResolution, table: PriceTable
+) -> tuple[str, float, str, bool]:
+    """(label, $/h per unit, GPU type, resolved) for one GPU resource of a pod."""
+    rule = table.resources.get(request.resource)
+    fitting = table.dearest_fitting(request.resource, resolution.candidates)
+    if fitting is not None:
+        gpu_id, resolved = fitting, True
+    else:
+        allowed = table.candidates(request.resource)
+        gpu_id, resolved = (allowed[0] if allowed else table.most_expensive()), False
+    gpu = table.gpus[gpu_id]
+    if rule is None:  # an unpriced GPU-like resource counts as whole GPUs
+        return request.resource, gpu.usd_per_hour, gpu_id, resolved
+    if rule.fraction == 1.0:
+        return gpu_id, gpu.usd_per_hour, gpu_id, resolved
+    profile = request.resource.partition("/")[2]
+    return f"{gpu_id}/{profile}", gpu.usd_per_hour * rule.fraction, gpu_id, resolved
+
+
+def _steps_bound(workload: Workload, rates: list[float], hours: float) -> float:
+    """Σ runs × $/h × per-run hours, when every GPU template has a deadline and bounded
+    runs; otherwise unbounded. Each run also stops at the workflow's deadline."""
+    total = 0.0
+    for shape, rate in zip(workload.pods, rates, strict=True):
+        if rate == 0:
+            continue
+        if shape.deadline is None or shape.runs is None or math.isinf(shape.runs):
+            return INFINITE
+        total += shape.runs * rate * min(shape.deadline / 3600, hours)
+    return total
+
+
 def price(workload: Workload, table: PriceTable, *, hours: float, per_month: bool) -> Pricing:
-    """Price every GPU line of every pod shape for `hours`."""
+    """Price every GPU line of every pod shape for `hours` (the workload's deadline).
+
+    Pods and Jobs: all replicas for the whole deadline. Workflows: the smaller of two upper
+    bounds, the dearest moment of the concurrency tree for the whole deadline, and (when
+    every GPU template has a deadline) the sum over templates of runs × price × deadline.
+    """
     lines: list[EstimateLine] = []
     resolutions: list[TypeResolution] = []
+    rates: list[float] = []  # $/h of one pod of each shape
     unresolved = False
+    workflow = workload.concurrency is not None
     for shape in workload.pods:
         resolution = resolve_types(shape.placement, table)
         resolutions.append(resolution)
+        rate = 0.0
         for request in shape.gpus:
-            rule = table.resources.get(request.resource)
-            fitting = table.dearest_fitting(request.resource, resolution.candidates)
-            if fitting is not None:
-                gpu_id, resolved = fitting, True
-            else:
-                allowed = table.candidates(request.resource)
-                gpu_id, resolved = (allowed[0] if allowed else table.most_expensive()), False
+            label, unit, gpu_id, resolved = _line(request, resolution, table)
             unresolved |= not resolved
-            gpu = table.gpus[gpu_id]
-            if rule is None:  # an unpriced GPU-like resource counts as whole GPUs
-                label, unit = request.resource, gpu.usd_per_hour
-            elif rule.fraction == 1.0:
-                label, unit = gpu_id, gpu.usd_per_hour
-            else:
-                profile = request.resource.partition("/")[2]
-                label, unit = f"{gpu_id}/{profile}", gpu.usd_per_hour * rule.fraction
+            rate += request.count * unit
             lines.append(
                 EstimateLine(
-                    count=request.count * shape.replicas,
+                    count=request.count if workflow else request.count * shape.replicas,
                     label=label,
                     usd_per_hour=unit,
                     gpu_type=gpu_id,
                     resolved=resolved,
+                    shape=shape.label if workflow else "",
+                    runs=shape.runs,
+                    hours=None if shape.deadline is None else min(shape.deadline / 3600, hours),
                 )
             )
-    per_hour = sum(line.count * line.usd_per_hour for line in lines)
+        rates.append(rate)
+    if workload.concurrency is None:
+        per_hour = sum(line.count * line.usd_per_hour for line in lines)
+        usd, basis = per_hour * hours, "runtime"
+    else:
+        per_hour = workload.concurrency.peak(rates)
+        by_peak = per_hour * hours if per_hour else 0.0
+        by_steps = _steps_bound(workload, rates, hours)
+        usd, basis = (by_steps, "steps") if by_steps < by_peak else (by_peak, "peak")
     estimate = Estimate(
-        lines=tuple(lines), hours=hours, usd=round(per_hour * hours, 2), per_month=per_month
+        lines=tuple(lines),
+        hours=hours,
+        usd=usd if math.isinf(usd) else round(usd, 2),
+        per_month=per_month,
+        basis=basis,
+        peak_usd_per_hour=per_hour,
     )
     return Pricing(estimate=estimate, resolutions=tuple(resolutions), unresolved=unresolved)

@@ -6,7 +6,7 @@ never mutates them, so the server and the CLI can share them without copying.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +16,8 @@ __all__ = [
     "ANNOTATION_GPU_TYPE",
     "ANNOTATION_MAX_RUNTIME",
     "COSTGATE_PREFIX",
+    "INFINITE",
+    "Concurrency",
     "Decision",
     "Estimate",
     "EstimateLine",
@@ -49,6 +51,9 @@ ReasonCode = Literal[
     "over-budget",
     "gpu-type-not-allowed",
     "internal-error",
+    # Not in DESIGN.md's list: a Workflow runs a WorkflowTemplate costgate cannot read, so
+    # it cannot be priced (denied or warned per the policy's unresolved_templates).
+    "template-not-found",
     # Not in DESIGN.md's list: a review or object the webhook cannot read at all (wrong types,
     # missing object). Kept apart from internal-error because the fix is on the sender's side.
     "invalid-request",
@@ -112,12 +117,63 @@ class Placement:
 
 @dataclass(frozen=True, slots=True)
 class PodShape:
-    """One kind of pod a workload runs: its GPUs, its placement and how many run at once."""
+    """One kind of pod a workload runs: its GPUs, its placement and how many run at once.
+
+    For Workflows, `runs` counts every execution (fan-out × attempts, over every place the
+    template is used; None when unbounded) and `deadline` is the per-run limit in seconds
+    (None when the template sets none): together they give the per-step upper bound.
+    """
 
     label: str
     gpus: tuple[GpuRequest, ...]
     placement: Placement
     replicas: int = 1
+    runs: float | None = None
+    deadline: int | None = None
+
+
+INFINITE = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    """How many pods of each shape can run at once, as a tree evaluated with their prices.
+
+    op `pod`: `times` copies of pods[shape]; `all`: children run together (sum);
+    `one`: children run one after another (max); `cap`: at most `limit` pods at once, so
+    at most `limit` × the dearest pod below. `times` multiplies any node (fan-out) and may
+    be INFINITE (withParam, recursion) until a cap bounds it.
+    """
+
+    op: Literal["pod", "all", "one", "cap"]
+    shape: int = -1
+    times: float = 1
+    limit: int = 0
+    children: tuple[Concurrency, ...] = ()
+
+    def peak(self, rates: Sequence[float]) -> float:
+        """The most the tree can cost at once, given each shape's rate (e.g. $/h or GPUs)."""
+        if self.op == "pod":
+            inner = rates[self.shape]
+        elif self.op == "all":
+            inner = sum(child.peak(rates) for child in self.children)
+        elif self.op == "one":
+            inner = max((child.peak(rates) for child in self.children), default=0.0)
+        else:
+            inner = min(
+                sum(child.peak(rates) for child in self.children),
+                self.limit * max((rates[i] for i in self.shapes()), default=0.0),
+            )
+        return 0.0 if inner == 0 else self.times * inner  # 0 × ∞ is 0 here, not NaN
+
+    def shapes(self) -> set[int]:
+        """Every shape index under this node."""
+        if self.op == "pod":
+            return {self.shape}
+        found: set[int] = set()
+        for child in self.children:
+            found |= child.shapes()
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +194,11 @@ class Workload:
     # Pointers of the pod metadata the owner stamps on its pods (a Job's pod template, a
     # Workflow's podMetadata): attribution labels are copied there so the pods carry them.
     copy_to: tuple[str, ...] = ()
+    # Workflows: how pods overlap. None: every shape's replicas run at once for the deadline.
+    concurrency: Concurrency | None = None
+    notes: tuple[str, ...] = ()  # facts worth a warning (e.g. a template that creates objects)
+    unresolved: tuple[str, ...] = ()  # templates in other objects that could not be read
+    informational: bool = False  # priced for information only (WorkflowTemplates)
 
     @property
     def display_name(self) -> str:
@@ -147,19 +208,29 @@ class Workload:
         return f"{self.generate_name}*" if self.generate_name else "(unnamed)"
 
     @property
-    def total_gpus(self) -> int:
-        return sum(g.count * p.replicas for p in self.pods for g in p.gpus)
+    def total_gpus(self) -> float:
+        """GPUs running at once at the busiest moment (INFINITE when unbounded)."""
+        per_pod = [sum(g.count for g in p.gpus) * p.replicas for p in self.pods]
+        if self.concurrency is None:
+            return sum(per_pod)
+        return self.concurrency.peak(per_pod)
 
 
 @dataclass(frozen=True, slots=True)
 class EstimateLine:
-    """One priced line: `count` units of one GPU type at a unit price per hour."""
+    """One priced line: `count` units of one GPU type at a unit price per hour.
+
+    For Workflows `shape` names the template, `count` is per pod, and `runs`/`hours` are
+    that template's executions and per-run hours when the per-step bound applies."""
 
     count: int
     label: str  # e.g. "h100-80gb" or "h100-80gb/mig-1g.10gb"
     usd_per_hour: float  # per unit
     gpu_type: str
     resolved: bool  # False when the type was unknown and priced by the unknown-gpu rule
+    shape: str = ""
+    runs: float | None = None
+    hours: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +241,10 @@ class Estimate:
     hours: float
     usd: float
     per_month: bool = False  # serving workloads are priced per month (730 h)
+    # runtime: Σ lines × hours. peak: the dearest moment ($/h) × hours (Workflows).
+    # steps: Σ per template runs × price × per-run hours (Workflows with step deadlines).
+    basis: Literal["runtime", "peak", "steps"] = "runtime"
+    peak_usd_per_hour: float = 0.0
 
     @property
     def usd_per_hour(self) -> float:

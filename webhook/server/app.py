@@ -18,7 +18,7 @@ from ..admission import ReviewError, recover_uid
 from ..core.engine import Config
 from ..service import AdmissionService, Answer, Endpoint
 from ..settings import Settings
-from ..tables import load_policy, load_pricing
+from ..tables import load_config
 from .metrics import Metrics
 
 __all__ = ["AdmissionEndpoints", "build_app", "create_app"]
@@ -156,7 +156,7 @@ def build_app(
 def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
     """The application for `settings` (read from COSTGATE_* when None): uvicorn's factory."""
     settings = settings or Settings()
-    config = Config(table=load_pricing(settings.pricing), policy=load_policy(settings.policy))
+    config = load_config(settings.pricing, settings.policy)
     return build_app(
         config, max_body_bytes=settings.max_body_bytes, noop_endpoint=settings.noop_endpoint
     )

@@ -68,7 +68,7 @@ def _job_workload(
         generate_name=str(metadata.get("generateName") or ""),
         labels=merged_labels,
         annotations=merged_annotations,
-        workload_class=owner_class(metadata, request.username, policy),
+        workload_class=owner_class(metadata, request.username, policy, created=kind),
         pods=(PodShape(label="pod", gpus=gpus, placement=placement, replicas=concurrent),),
         existing_deadline=read_deadline(job_spec, path),
         deadline_path=deadline_path,
@@ -77,7 +77,9 @@ def _job_workload(
     )
 
 
-def extract_job(request: Request, *, table: PriceTable, policy: Policy) -> Workload | None:
+def extract_job(
+    request: Request, *, table: PriceTable, policy: Policy, **_: object
+) -> Workload | None:
     """A Job's GPU workload, or None when its pods ask for no GPU."""
     metadata, labels, annotations = read_metadata(request.obj)
     spec = field(request.obj, "spec", "", dict, {})
@@ -95,7 +97,9 @@ def extract_job(request: Request, *, table: PriceTable, policy: Policy) -> Workl
     )
 
 
-def extract_cronjob(request: Request, *, table: PriceTable, policy: Policy) -> Workload | None:
+def extract_cronjob(
+    request: Request, *, table: PriceTable, policy: Policy, **_: object
+) -> Workload | None:
     """One run of a CronJob (its jobTemplate), priced like a Job."""
     metadata, labels, annotations = read_metadata(request.obj)
     spec = field(request.obj, "spec", "", dict, {})

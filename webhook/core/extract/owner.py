@@ -14,7 +14,10 @@ from .podspec import ObjectError, field
 __all__ = ["owner_class"]
 
 
-def owner_class(metadata: Mapping[str, Any], username: str, policy: Policy) -> WorkloadClass:
+def owner_class(
+    metadata: Mapping[str, Any], username: str, policy: Policy, created: str = "Pod"
+) -> WorkloadClass:
+    """batch, or the role of the controller that made this `created` object for its owner."""
     owners = field(metadata, "ownerReferences", "metadata", list, ())
     for i, owner in enumerate(owners):
         if type(owner) is not dict:
@@ -22,7 +25,7 @@ def owner_class(metadata: Mapping[str, Any], username: str, policy: Policy) -> W
         if not owner.get("controller"):
             continue
         group = str(owner.get("apiVersion", "")).rpartition("/")[0]
-        role = policy.controller_role(group, str(owner.get("kind", "")), username)
+        role = policy.controller_role(group, str(owner.get("kind", "")), username, created)
         if role == "priced":
             return "controlled"
         if role == "serving":

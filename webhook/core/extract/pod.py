@@ -11,7 +11,9 @@ from .podspec import field, read_deadline, read_gpus, read_metadata, read_placem
 __all__ = ["extract_pod"]
 
 
-def extract_pod(request: Request, *, table: PriceTable, policy: Policy) -> Workload | None:
+def extract_pod(
+    request: Request, *, table: PriceTable, policy: Policy, **_: object
+) -> Workload | None:
     """The Pod's GPU workload, or None when it asks for no GPU (the common, cheap case)."""
     obj = request.obj
     spec = field(obj, "spec", "", dict, {})

@@ -1,0 +1,527 @@
+"""Argo Workflows (and CronWorkflows, WorkflowTemplates), read into Workloads.
+
+Each template that makes a pod (`container`, `script`, `containerSet`) becomes a PodShape
+with its GPUs (after `templateDefaults` and `podSpecPatch`), its placement, how often it can
+run (fan-out × attempts) and its per-run deadline. `steps` and `dag` templates become a
+Concurrency tree: step groups run one after another, the steps of a group and the tasks of a
+DAG together, `withItems`/`withSequence` multiply, `parallelism` caps. Pricing evaluates the
+tree; nothing here knows a price.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .. import messages
+from ..catalog import PriceTable
+from ..policy import Policy
+from ..quantities import parse_duration
+from ..types import (
+    ANNOTATION_GPU_TYPE,
+    INFINITE,
+    Concurrency,
+    PodShape,
+    Reason,
+    Request,
+    Workload,
+)
+from .owner import owner_class
+from .podspec import ObjectError, field, read_deadline, read_gpus, read_metadata, read_placement
+
+__all__ = [
+    "ANNOTATION_MAX_FANOUT",
+    "TemplateLookup",
+    "extract_cronworkflow",
+    "extract_workflow",
+    "extract_workflow_template",
+]
+
+ANNOTATION_MAX_FANOUT = "costgate.io/max-fanout"
+ParseText = Callable[[str], Any]
+# (namespace, name, cluster scope) -> that WorkflowTemplate's spec, or None if unknown here
+TemplateLookup = Callable[[str, str, bool], "Mapping[str, Any] | None"]
+_NOTHING = Concurrency("all")
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Strategic-merge enough for resources and defaults: maps merge, the rest is replaced;
+    lists of named containers merge by name."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base.get(key), value) if key in base else value
+        return merged
+    if (
+        isinstance(base, list)
+        and isinstance(override, list)
+        and all(isinstance(c, dict) and "name" in c for c in base + override)
+    ):
+        by_name = {c["name"]: c for c in base}
+        for c in override:
+            by_name[c["name"]] = _merge(by_name.get(c["name"], {}), c)
+        return list(by_name.values())
+    return override
+
+
+def _times(a: float, b: float) -> float:
+    """a × b where zero wins over infinity (no runs of an unbounded loop is no runs)."""
+    return 0 if a == 0 or b == 0 else a * b
+
+
+def _int_or_string(value: Any) -> int | None:
+    """An Argo IntOrString count or deadline; None when it is a template expression."""
+    if type(value) is int and value >= 0:
+        return value
+    if type(value) is str and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+class _Reader:
+    """Walks one WorkflowSpec from its entrypoint. One instance per request."""
+
+    def __init__(
+        self,
+        spec: Mapping[str, Any],
+        path: str,
+        *,
+        table: PriceTable,
+        annotations: Mapping[str, str],
+        parse_text: ParseText | None,
+        lookup: TemplateLookup | None,
+        namespace: str,
+    ) -> None:
+        self.spec = spec
+        self.lookup = lookup
+        self.namespace = namespace
+        self.recursive: set[str] = set()
+        self.loaded: set[str] = set()  # scopes of other WorkflowTemplates already looked up
+        self.unresolved: list[str] = []  # templates in other objects that cannot be read
+        self.path = path
+        self.table = table
+        self.annotations = annotations
+        self.parse_text = parse_text
+        self.problems: list[Reason] = []
+        self.notes: list[str] = []
+        self.shapes: list[PodShape] = []
+        self.runs: list[float] = []
+        self.shape_of: dict[str, int] = {}
+        # key -> (index in spec.templates or -1, template, scope). Templates of another
+        # WorkflowTemplate are keyed "owner/name" and call their siblings in that scope.
+        self.templates: dict[str, tuple[int, dict[str, Any], str]] = {}
+        defaults = field(spec, "templateDefaults", path, dict, {})
+        retry = field(spec, "retryStrategy", path, dict, None)
+        for i, template in enumerate(field(spec, "templates", path, list, ())):
+            if type(template) is not dict:
+                raise ObjectError(f"{path}.templates[{i}]", "object", template)
+            merged = _merge(defaults, template) if defaults else template
+            if retry is not None and "retryStrategy" not in merged:
+                merged = {**merged, "retryStrategy": retry}
+            self.templates[str(template.get("name", ""))] = (i, merged, "")
+        declared = annotations.get(ANNOTATION_MAX_FANOUT)
+        self.max_fanout = _int_or_string(declared) if declared is not None else None
+        if declared is not None and self.max_fanout is None:
+            self.problems.append(
+                Reason("invalid-gpu-request", messages.invalid_max_fanout(declared))
+            )
+
+    # -- fan-out and attempts -------------------------------------------------------------
+
+    def _fanout(self, step: Mapping[str, Any], where: str) -> float:
+        items = step.get("withItems")
+        if items is not None:
+            return len(items) if type(items) is list else self._unknown_fanout(where)
+        sequence = step.get("withSequence")
+        if sequence is not None:
+            if type(sequence) is not dict:
+                raise ObjectError(f"{where}.withSequence", "object", sequence)
+            count = _int_or_string(sequence.get("count"))
+            if count is not None:
+                return count
+            start = _int_or_string(sequence.get("start", 0))
+            end = _int_or_string(sequence.get("end"))
+            if start is not None and end is not None:
+                return abs(end - start) + 1
+            return self._unknown_fanout(where)
+        if step.get("withParam") is not None:
+            return self._unknown_fanout(where)
+        return 1
+
+    def _unknown_fanout(self, where: str) -> float:
+        """A fan-out known only at run time: the declared maximum, else unbounded (a
+        parallelism cap above may still bound the cost)."""
+        return INFINITE if self.max_fanout is None else self.max_fanout
+
+    @staticmethod
+    def _attempts(template: Mapping[str, Any]) -> float:
+        retry = template.get("retryStrategy")
+        if not isinstance(retry, dict) or retry.get("limit") is None:
+            # a retryStrategy without limit retries without end; none at all runs once
+            return 1 if not isinstance(retry, dict) else INFINITE
+        limit = _int_or_string(retry.get("limit"))
+        return INFINITE if limit is None else limit + 1
+
+    # -- templates ------------------------------------------------------------------------
+
+    def node(self, name: str, multiplier: float, stack: tuple[str, ...]) -> Concurrency:
+        """The concurrency of invoking template `name`, counting `multiplier` invocations."""
+        found = self.templates.get(name)
+        if found is None:
+            self.problems.append(Reason("invalid-request", messages.unknown_template(name)))
+            return _NOTHING
+        if name in stack:
+            # Recursion: how deep it goes is known only at run time. The first visit of the
+            # template marks its whole subtree unbounded (below).
+            self.recursive.add(name)
+            return _NOTHING
+        index, template, scope = found
+        where = f"{self.path}.templates[{index}]" if index >= 0 else name
+        runs = _times(multiplier, self._attempts(template))
+        stack = (*stack, name)
+        if any(k in template for k in ("container", "script", "containerSet")):
+            node = self._pod(name, template, where, runs)
+        elif "steps" in template:
+            groups = []
+            for g, group in enumerate(field(template, "steps", where, list, ())):
+                if type(group) is not list:
+                    raise ObjectError(f"{where}.steps[{g}]", "list", group)
+                steps = tuple(
+                    self._step(step, f"{where}.steps[{g}][{s}]", runs, stack, scope)
+                    for s, step in enumerate(group)
+                )
+                groups.append(Concurrency("all", children=steps))
+            node = Concurrency("one", children=tuple(groups))
+        elif "dag" in template:
+            dag = field(template, "dag", where, dict, {})
+            tasks = field(dag, "tasks", f"{where}.dag", list, ())
+            node = Concurrency(
+                "all",
+                children=tuple(
+                    self._step(task, f"{where}.dag.tasks[{t}]", runs, stack, scope)
+                    for t, task in enumerate(tasks)
+                ),
+            )
+        else:
+            if "resource" in template:
+                self.notes.append(messages.resource_template(name))
+            return _NOTHING  # resource, suspend, http, plugin, data: no pod of the user's
+        if name in self.recursive:
+            node = Concurrency("all", times=INFINITE, children=(node,))
+            for shape in node.shapes():
+                self.runs[shape] = INFINITE
+        parallelism = _int_or_string(template.get("parallelism"))
+        if parallelism is not None:
+            node = Concurrency("cap", limit=parallelism, children=(node,))
+        return node
+
+    def _step(
+        self, step: Any, where: str, multiplier: float, stack: tuple[str, ...], scope: str
+    ) -> Concurrency:
+        if type(step) is not dict:
+            raise ObjectError(where, "object", step)
+        fanout = self._fanout(step, where)
+        runs = _times(multiplier, fanout)
+        children = []
+        if step.get("templateRef") is not None:
+            name = self._external(step["templateRef"], where)
+            if name is not None:
+                children.append(self.node(name, runs, stack))
+        elif isinstance(step.get("inline"), dict):
+            inline_name = f"{stack[-1]}/{step.get('name', 'inline')}"
+            self.templates.setdefault(inline_name, (-1, step["inline"], scope))
+            children.append(self.node(inline_name, runs, stack))
+        elif step.get("template") is not None:
+            children.append(self.node(self._key(str(step["template"]), scope), runs, stack))
+        hooks = step.get("hooks")
+        for hook in hooks.values() if isinstance(hooks, dict) else ():
+            if isinstance(hook, dict) and hook.get("template"):
+                children.append(self.node(self._key(str(hook["template"]), scope), runs, stack))
+        if step.get("onExit"):
+            children.append(self.node(self._key(str(step["onExit"]), scope), runs, stack))
+        return Concurrency("all", times=fanout, children=tuple(children))
+
+    def _key(self, name: str, scope: str) -> str:
+        """A template name as called from `scope`: a sibling in the same WorkflowTemplate."""
+        return f"{scope}{name}" if scope and f"{scope}{name}" in self.templates else name
+
+    def _external(self, ref: Any, where: str) -> str | None:
+        """The key of a template in another (Cluster)WorkflowTemplate, whose templates are
+        loaded through the lookup; None (and a note) when it cannot be read here."""
+        if type(ref) is not dict:
+            raise ObjectError(f"{where}.templateRef", "object", ref)
+        owner, template = str(ref.get("name", "")), str(ref.get("template", ""))
+        cluster = bool(ref.get("clusterScope"))
+        scope = f"{'cluster:' if cluster else ''}{owner}/"
+        if scope not in self.loaded:
+            self.loaded.add(scope)
+            spec = self.lookup(self.namespace, owner, cluster) if self.lookup else None
+            templates = spec.get("templates") if isinstance(spec, Mapping) else None
+            for candidate in templates if isinstance(templates, list) else ():
+                if isinstance(candidate, dict):
+                    key = f"{scope}{candidate.get('name', '')}"
+                    self.templates[key] = (-1, candidate, scope)
+        if f"{scope}{template}" not in self.templates:
+            self.unresolved.append(messages.template_ref_unresolved(where, owner, template))
+            return None
+        return f"{scope}{template}"
+
+    def _pod(self, name: str, template: Mapping[str, Any], where: str, runs: float) -> Concurrency:
+        index = self.shape_of.get(name)
+        if index is None:
+            shape = self._shape(name, template, where)
+            if shape is None:
+                return _NOTHING
+            index = len(self.shapes)
+            self.shape_of[name] = index
+            self.shapes.append(shape)
+            self.runs.append(0)
+        self.runs[index] += runs
+        return Concurrency("pod", shape=index)
+
+    def _pod_spec(self, template: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """The pod Argo builds for a template, as far as GPUs and placement go."""
+        if "containerSet" in template:
+            container_set = field(template, "containerSet", where, dict, {})
+            containers = list(field(container_set, "containers", f"{where}.containerSet", list, ()))
+        else:
+            kind = "container" if "container" in template else "script"
+            main = field(template, kind, where, dict, {})
+            containers = [{**main, "name": "main"}]
+        containers += list(field(template, "sidecars", where, list, ()))
+        pod: dict[str, Any] = {
+            "containers": containers,
+            "initContainers": list(field(template, "initContainers", where, list, ())),
+        }
+        for key in ("nodeSelector", "affinity"):  # the template's override the workflow's
+            value = template.get(key, self.spec.get(key))
+            if value is not None:
+                pod[key] = value
+        for origin, patch in (
+            (self.path, self.spec.get("podSpecPatch")),
+            (where, template.get("podSpecPatch")),
+        ):
+            if patch:
+                pod = self._apply_patch(pod, patch, f"{origin}.podSpecPatch")
+        return pod
+
+    def _apply_patch(self, pod: dict[str, Any], patch: Any, where: str) -> dict[str, Any]:
+        parsed = self._parse(patch) if isinstance(patch, str) else patch
+        if isinstance(parsed, dict):
+            return _merge(pod, parsed)
+        if any(word in str(patch).lower() for word in ("gpu", "resources", "mig-")):
+            # It may set GPUs that only exist at run time: nothing here can bound them.
+            self.problems.append(Reason("invalid-gpu-request", messages.unreadable_patch(where)))
+        else:
+            self.notes.append(messages.ignored_patch(where))
+        return pod
+
+    def _parse(self, text: str) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+        if self.parse_text is None:
+            return None
+        try:
+            return self.parse_text(text)
+        except Exception:  # any YAML error: the patch is unreadable, which is handled
+            return None
+
+    def _shape(self, name: str, template: Mapping[str, Any], where: str) -> PodShape | None:
+        pod = self._pod_spec(template, where)
+        gpus = read_gpus(pod, where, self.table, self.problems)
+        if not gpus:
+            return None
+        metadata = field(template, "metadata", where, dict, {})
+        annotations = {
+            **self.annotations,
+            **field(metadata, "annotations", f"{where}.metadata", dict, {}),
+        }
+        placement = read_placement(pod, where, annotations, ANNOTATION_GPU_TYPE)
+        deadlines = [
+            d
+            for d in (
+                _int_or_string(template.get("activeDeadlineSeconds")),
+                parse_duration(template["timeout"])
+                if type(template.get("timeout")) is str
+                else None,
+            )
+            if d is not None
+        ]
+        return PodShape(
+            label=name,
+            gpus=gpus,
+            placement=placement,
+            deadline=min(deadlines) if deadlines else None,
+        )
+
+    def read(self) -> tuple[tuple[PodShape, ...], Concurrency]:
+        entrypoint = self.spec.get("entrypoint")
+        roots = []
+        if isinstance(entrypoint, str) and entrypoint:
+            roots.append(self.node(entrypoint, 1, ()))
+        on_exit = self.spec.get("onExit")
+        if isinstance(on_exit, str) and on_exit:
+            roots.append(self.node(on_exit, 1, ()))
+        hooks = self.spec.get("hooks")
+        for hook in hooks.values() if isinstance(hooks, dict) else ():
+            if isinstance(hook, dict) and isinstance(hook.get("template"), str):
+                roots.append(self.node(hook["template"], 1, ()))
+        tree = Concurrency("all", children=tuple(roots))
+        parallelism = _int_or_string(self.spec.get("parallelism"))
+        if parallelism is not None:
+            tree = Concurrency("cap", limit=parallelism, children=(tree,))
+        shapes = tuple(
+            PodShape(s.label, s.gpus, s.placement, runs=self.runs[i], deadline=s.deadline)
+            for i, s in enumerate(self.shapes)
+        )
+        return shapes, tree
+
+
+def _join(
+    spec: Mapping[str, Any], lookup: TemplateLookup | None, namespace: str
+) -> tuple[Mapping[str, Any], str | None]:
+    """The spec a Workflow runs: with `workflowTemplateRef`, the referenced template's spec
+    under the Workflow's own (Argo's JoinWorkflowSpec: the Workflow wins). The second value
+    names the template when it cannot be read here."""
+    ref = spec.get("workflowTemplateRef")
+    if ref is None:
+        return spec, None
+    if type(ref) is not dict:
+        raise ObjectError("spec.workflowTemplateRef", "object", ref)
+    name = str(ref.get("name", ""))
+    base = lookup(namespace, name, bool(ref.get("clusterScope"))) if lookup else None
+    if not isinstance(base, Mapping):
+        return spec, name
+    return _merge(dict(base), {k: v for k, v in spec.items() if k != "workflowTemplateRef"}), None
+
+
+def _workflow_workload(
+    request: Request,
+    spec: Mapping[str, Any],
+    path: str,
+    *,
+    kind: str,
+    table: PriceTable,
+    policy: Policy,
+    metadata: Mapping[str, Any],
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    deadline_path: str,
+    copy_to: tuple[str, ...],
+    options: Mapping[str, Any],
+    created: str,
+) -> Workload | None:
+    namespace = request.namespace or str(metadata.get("namespace") or "")
+    lookup = options.get("lookup")
+    joined, missing = _join(spec, lookup, namespace)
+    reader = _Reader(
+        joined,
+        path,
+        table=table,
+        annotations=annotations,
+        parse_text=options.get("parse_text"),
+        lookup=lookup,
+        namespace=namespace,
+    )
+    if missing is not None:
+        reader.unresolved.append(messages.workflow_template_ref(missing))
+        shapes, tree = (), Concurrency("all")
+    else:
+        shapes, tree = reader.read()
+    if not shapes and not reader.problems and not reader.unresolved:
+        return None
+    return Workload(
+        kind=kind,
+        namespace=namespace,
+        name=request.name or str(metadata.get("name") or ""),
+        generate_name=str(metadata.get("generateName") or ""),
+        labels=labels,
+        annotations=annotations,
+        workload_class=owner_class(metadata, request.username, policy, created=created),
+        pods=shapes,
+        existing_deadline=read_deadline(spec, path),
+        deadline_path=deadline_path,
+        problems=tuple(reader.problems),
+        copy_to=copy_to,
+        concurrency=tree,
+        notes=tuple(dict.fromkeys(reader.notes)),
+        unresolved=tuple(reader.unresolved),
+        informational=kind in ("WorkflowTemplate", "ClusterWorkflowTemplate"),
+    )
+
+
+def extract_workflow(
+    request: Request, *, table: PriceTable, policy: Policy, **options: Any
+) -> Workload | None:
+    """A Workflow's GPU workload, or None when none of its templates asks for a GPU.
+    `options`: `parse_text` (YAML podSpecPatch) and `lookup` (WorkflowTemplates)."""
+    metadata, labels, annotations = read_metadata(request.obj)
+    spec = field(request.obj, "spec", "", dict, {})
+    return _workflow_workload(
+        request,
+        spec,
+        "spec",
+        kind="Workflow",
+        table=table,
+        policy=policy,
+        metadata=metadata,
+        labels=labels,
+        annotations=annotations,
+        deadline_path="/spec/activeDeadlineSeconds",
+        copy_to=("/spec/podMetadata",),
+        options=options,
+        created="Workflow",
+    )
+
+
+def extract_workflow_template(
+    request: Request, *, table: PriceTable, policy: Policy, **options: Any
+) -> Workload | None:
+    """A (Cluster)WorkflowTemplate: checked for labels and priced for information."""
+    metadata, labels, annotations = read_metadata(request.obj)
+    spec = field(request.obj, "spec", "", dict, {})
+    return _workflow_workload(
+        request,
+        spec,
+        "spec",
+        kind=request.kind,
+        table=table,
+        policy=policy,
+        metadata=metadata,
+        labels=labels,
+        annotations=annotations,
+        deadline_path="/spec/activeDeadlineSeconds",
+        copy_to=(),
+        options=options,
+        created=request.kind,
+    )
+
+
+def extract_cronworkflow(
+    request: Request, *, table: PriceTable, policy: Policy, **options: Any
+) -> Workload | None:
+    """One run of a CronWorkflow (its workflowSpec), priced like a Workflow."""
+    metadata, labels, annotations = read_metadata(request.obj)
+    spec = field(request.obj, "spec", "", dict, {})
+    workflow_metadata = field(spec, "workflowMetadata", "spec", dict, {})
+    run_labels = field(workflow_metadata, "labels", "spec.workflowMetadata", dict, {})
+    run_annotations = field(workflow_metadata, "annotations", "spec.workflowMetadata", dict, {})
+    workflow_spec = field(spec, "workflowSpec", "spec", dict, {})
+    return _workflow_workload(
+        request,
+        workflow_spec,
+        "spec.workflowSpec",
+        kind="CronWorkflow",
+        table=table,
+        policy=policy,
+        metadata=metadata,
+        labels={**run_labels, **labels},
+        annotations={**run_annotations, **annotations},
+        deadline_path="/spec/workflowSpec/activeDeadlineSeconds",
+        copy_to=("/spec/workflowSpec/podMetadata", "/spec/workflowMetadata"),
+        options=options,
+        created="CronWorkflow",
+    )
