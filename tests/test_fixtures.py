@@ -193,6 +193,7 @@ def test_mutate_cronworkflow_attributes_the_workflows_and_pods_it_makes(service)
     assert patched["spec"]["workflowMetadata"]["labels"] == labels
     assert patched["spec"]["workflowSpec"]["activeDeadlineSeconds"] == 7200  # kept
     stamp = patched["metadata"]["annotations"]["costgate.io/estimated-cost"]
-    assert stamp == answer(service, "validate-cronworkflow-create")["auditAnnotations"][
-        "estimated-cost-usd"
-    ]
+    assert (
+        stamp
+        == answer(service, "validate-cronworkflow-create")["auditAnnotations"]["estimated-cost-usd"]
+    )
