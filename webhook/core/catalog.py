@@ -19,7 +19,7 @@ class Memo:
 
     __slots__ = ("_data", "_limit")
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, limit: int = 4096) -> None:  # see _MEMO_LIMIT
         self._data: dict[Any, Any] = {}
         self._limit = limit
 
@@ -58,6 +58,7 @@ class ResourceRule:
 
 
 _GPU_GROUPS = frozenset({"nvidia.com", "amd.com"})
+_MEMO_LIMIT = 4096
 
 
 def normalize_label_value(value: str) -> str:
@@ -88,7 +89,9 @@ class PriceTable:
     _instance_types_folded: dict[str, str] = field(default_factory=dict, repr=False)
     _resource_sets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     memo: Memo = field(default_factory=Memo, repr=False, compare=False)  # see pricing
-    _gpu_names: Memo = field(default_factory=Memo, repr=False, compare=False)
+    # resource name -> whether it requests GPUs; read directly on the hot path, bounded by
+    # is_gpu_resource (which fills it)
+    gpu_names: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for rule in self.resources.values():
@@ -105,15 +108,17 @@ class PriceTable:
     def is_gpu_resource(self, name: str) -> bool:
         """Known GPU resources, and names that look like one, so that a GPU under an
         unpriced name cannot slip through as a CPU-only pod."""
-        known = self._gpu_names.get(name)
+        known = self.gpu_names.get(name)
         if known is None:
             group, _, resource = name.partition("/")
             known = name in self.resources or (
                 bool(resource)
                 and ("gpu" in resource or resource.startswith("mig-") or group in _GPU_GROUPS)
             )
-            self._gpu_names.put(name, known)
-        return bool(known)
+            if len(self.gpu_names) >= _MEMO_LIMIT:  # names come from requests: stay bounded
+                self.gpu_names.clear()
+            self.gpu_names[name] = known
+        return known
 
     def candidates(self, resource: str) -> tuple[str, ...]:
         """GPU types a resource can be, most expensive first; empty for unknown resources."""

@@ -113,7 +113,7 @@ def decide(
     reasons = list(workload.problems)
     warnings: list[str] = []
     for shape in workload.pods:
-        gpus = sum(g.count for g in shape.gpus)
+        gpus = shape.gpus[0].count if len(shape.gpus) == 1 else sum(g.count for g in shape.gpus)
         if gpus > policy.max_gpus_per_pod:
             reasons.append(
                 Reason("invalid-gpu-request", messages.too_many_gpus(gpus, policy.max_gpus_per_pod))
@@ -142,7 +142,7 @@ def decide(
 
     pricing = None
     cost_text = ""
-    if not any(r.code in _UNPRICEABLE for r in reasons):
+    if not reasons or not any(r.code in _UNPRICEABLE for r in reasons):
         hours = hours_per_month if serving else (runtime or 0) / 3600
         pricing = price(workload, table, hours=hours, per_month=serving)
         type_reasons, type_warnings = _type_notes(pricing, table, policy, namespace)
@@ -164,7 +164,8 @@ def decide(
                 text = messages.over_threshold(pricing.estimate, limit, namespace, cost_text)
                 reasons.append(Reason("over-threshold", text))
 
-    reasons = list(dict.fromkeys(reasons))  # a template called twice is one problem
+    if len(reasons) > 1:
+        reasons = list(dict.fromkeys(reasons))  # a template called twice is one problem
     estimate = pricing.estimate if pricing else None
     if workload.informational:
         deadline = None

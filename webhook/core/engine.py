@@ -7,7 +7,7 @@ same answer by construction. Nothing here does I/O or reads a clock.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .catalog import PriceTable
@@ -97,7 +97,7 @@ def _update(request: Request, workload: Workload, extractor: Extractor, config: 
         return _labels_kept(request, workload, config)
     try:
         old = extractor(
-            replace(request, obj=request.old_obj, old_obj=None),
+            request._replace(obj=request.old_obj, old_obj=None),
             table=config.table,
             policy=config.policy,
             parse_text=config.parse_text,

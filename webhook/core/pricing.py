@@ -9,7 +9,7 @@ that node selectors imply but never lower it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .catalog import PriceTable
 from .types import INFINITE, Estimate, EstimateLine, GpuRequest, Placement, Workload
@@ -17,8 +17,7 @@ from .types import INFINITE, Estimate, EstimateLine, GpuRequest, Placement, Work
 __all__ = ["Pricing", "TypeResolution", "price", "resolve_types"]
 
 
-@dataclass(frozen=True, slots=True)
-class TypeResolution:
+class TypeResolution(NamedTuple):
     """What a pod's placement says about its GPU type."""
 
     candidates: frozenset[str]  # types it may get; empty when nothing pins the type
@@ -27,8 +26,7 @@ class TypeResolution:
     annotation_outpriced: tuple[str, str] | None = None  # (annotated type, dearer allowed type)
 
 
-@dataclass(frozen=True, slots=True)
-class Pricing:
+class Pricing(NamedTuple):
     estimate: Estimate
     resolutions: tuple[TypeResolution, ...]
     unresolved: bool  # some line was priced by the unknown-gpu rule
@@ -160,41 +158,47 @@ def price(workload: Workload, table: PriceTable, *, hours: float, per_month: boo
     rates: list[float] = []  # $/h of one pod of each shape
     unresolved = False
     workflow = workload.concurrency is not None
+    per_hour = 0.0
     for shape in workload.pods:
         resolution = resolve_types(shape.placement, table)
         resolutions.append(resolution)
         rate = 0.0
+        shape_hours = None
+        if workflow and shape.deadline is not None:
+            shape_hours = min(shape.deadline / 3600, hours)
         for request in shape.gpus:
             label, unit, gpu_id, resolved = _line(request, resolution, table)
             unresolved |= not resolved
             rate += request.count * unit
+            count = request.count if workflow else request.count * shape.replicas
+            per_hour += count * unit
             lines.append(
                 EstimateLine(
-                    count=request.count if workflow else request.count * shape.replicas,
-                    label=label,
-                    usd_per_hour=unit,
-                    gpu_type=gpu_id,
-                    resolved=resolved,
-                    shape=shape.label if workflow else "",
-                    runs=shape.runs,
-                    hours=None if shape.deadline is None else min(shape.deadline / 3600, hours),
+                    count,
+                    label,
+                    unit,
+                    gpu_id,
+                    resolved,
+                    shape.label if workflow else "",
+                    shape.runs,
+                    shape_hours,
                 )
             )
         rates.append(rate)
+    basis = "runtime"
     if workload.concurrency is None:
-        per_hour = sum(line.count * line.usd_per_hour for line in lines)
-        usd, basis = per_hour * hours, "runtime"
+        usd = per_hour * hours
     else:
         per_hour = workload.concurrency.peak(rates)
         by_peak = per_hour * hours if per_hour else 0.0
         by_steps = _steps_bound(workload, rates, hours)
         usd, basis = (by_steps, "steps") if by_steps < by_peak else (by_peak, "peak")
     estimate = Estimate(
-        lines=tuple(lines),
-        hours=hours,
-        usd=usd if math.isinf(usd) else round(usd, 2),
-        per_month=per_month,
-        basis=basis,
-        peak_usd_per_hour=per_hour,
+        tuple(lines),
+        hours,
+        usd if usd == INFINITE else round(usd, 2),
+        per_month,
+        basis,
+        per_hour,
     )
-    return Pricing(estimate=estimate, resolutions=tuple(resolutions), unresolved=unresolved)
+    return Pricing(estimate, tuple(resolutions), unresolved)

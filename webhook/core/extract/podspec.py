@@ -58,7 +58,7 @@ def _container_gpus(
     if type(resources) is not dict:
         raise ObjectError(f"{where}[{index}].resources", "object", resources)
     found: dict[str, int] | None = None
-    is_gpu = table.is_gpu_resource
+    known = table.gpu_names  # resource name -> is it a GPU, remembered
     for side in ("limits", "requests"):
         amounts = resources.get(side)
         if not amounts:
@@ -66,7 +66,17 @@ def _container_gpus(
         if type(amounts) is not dict:
             raise ObjectError(f"{where}[{index}].resources.{side}", "object", amounts)
         for name, raw in amounts.items():
-            if not is_gpu(name):
+            gpu = known.get(name)
+            if gpu is None:
+                gpu = table.is_gpu_resource(name)
+            if not gpu:
+                continue
+            if type(raw) is str and raw.isascii() and raw.isdigit():  # "8": the usual case
+                count = int(raw)
+                if found is None:
+                    found = {}
+                if count > found.get(name, -1):
+                    found[name] = count
                 continue
             quantity = parse_quantity(raw)
             if quantity is None or quantity < 0 or quantity != quantity.to_integral_value():
@@ -147,25 +157,22 @@ def read_deadline(spec: Mapping[str, Any], path: str) -> int | None:
     return deadline
 
 
-def read_placement(
-    spec: Mapping[str, Any], path: str, annotations: Mapping[str, str], annotation_key: str
-) -> Placement:
-    """Where the pod may run, as far as GPU type goes: annotation, nodeSelector, required
-    node affinity. Preferred affinity does not constrain placement and is ignored."""
-    selector = field(spec, "nodeSelector", path, dict, {})
-    terms: list[tuple[tuple[str, str, tuple[str, ...]], ...]] = []
-    affinity = field(spec, "affinity", path, dict, {})
-    node_affinity = field(affinity, "nodeAffinity", f"{path}.affinity", dict, {})
+def _required_terms(
+    affinity: Any, path: str
+) -> tuple[tuple[tuple[str, str, tuple[str, ...]], ...], ...]:
+    """The required node-affinity terms as (key, operator, values) tuples."""
+    where = f"{path}.affinity"
+    if type(affinity) is not dict:
+        raise ObjectError(where, "object", affinity)
+    node_affinity = field(affinity, "nodeAffinity", where, dict, {})
+    where += ".nodeAffinity"
     required = field(
-        node_affinity,
-        "requiredDuringSchedulingIgnoredDuringExecution",
-        f"{path}.affinity.nodeAffinity",
-        dict,
-        {},
+        node_affinity, "requiredDuringSchedulingIgnoredDuringExecution", where, dict, {}
     )
-    term_path = f"{path}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
-    for t, term in enumerate(field(required, "nodeSelectorTerms", term_path, list, ())):
-        tp = f"{term_path}.nodeSelectorTerms[{t}]"
+    where += ".requiredDuringSchedulingIgnoredDuringExecution"
+    terms = []
+    for t, term in enumerate(field(required, "nodeSelectorTerms", where, list, ())):
+        tp = f"{where}.nodeSelectorTerms[{t}]"
         if type(term) is not dict:
             raise ObjectError(tp, "object", term)
         exprs = []
@@ -174,17 +181,24 @@ def read_placement(
             if type(expr) is not dict:
                 raise ObjectError(ep, "object", expr)
             values = field(expr, "values", ep, list, ())
-            exprs.append(
-                (
-                    str(expr.get("key", "")),
-                    str(expr.get("operator", "")),
-                    tuple(str(v) for v in values),
-                )
-            )
+            key, operator = str(expr.get("key", "")), str(expr.get("operator", ""))
+            exprs.append((key, operator, tuple(str(v) for v in values)))
         terms.append(tuple(exprs))
+    return tuple(terms)
+
+
+def read_placement(
+    spec: Mapping[str, Any], path: str, annotations: Mapping[str, str], annotation_key: str
+) -> Placement:
+    """Where the pod may run, as far as GPU type goes: annotation, nodeSelector, required
+    node affinity. Preferred affinity does not constrain placement and is ignored."""
+    selector = spec.get("nodeSelector")
+    if selector and type(selector) is not dict:
+        raise ObjectError(f"{path}.nodeSelector", "dict", selector)
+    affinity = spec.get("affinity")
     annotation = annotations.get(annotation_key, "")
     return Placement(
-        gpu_type_annotation=annotation if type(annotation) is str else "",
-        node_selector=tuple((str(k), str(v)) for k, v in selector.items()),
-        required_terms=tuple(terms),
+        annotation if type(annotation) is str else "",
+        tuple((str(k), str(v)) for k, v in selector.items()) if selector else (),
+        _required_terms(affinity, path) if affinity else (),
     )
