@@ -5,12 +5,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .approvals import Keyring, keygen, mint
 from .certs import ensure_certificates, issue, service_hosts
-from .estimate import ManifestError, estimate_rows, read_manifests, render_json, render_table
+from .core.quantities import parse_duration
+from .estimate import (
+    ManifestError,
+    estimate_rows,
+    read_manifests,
+    render_json,
+    render_table,
+    with_approval,
+)
 from .tables import TableError, load_config
 
 __all__ = ["main"]
@@ -19,7 +29,8 @@ EXIT_OK, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    config = load_config(args.pricing, args.policy)
+    keyring = Keyring(args.approvers) if args.approvers else None
+    config = load_config(args.pricing, args.policy, keyring.verify if keyring else None)
     objects = []
     try:
         for name in args.file:
@@ -34,7 +45,9 @@ def _estimate(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(f"costgate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    rows = estimate_rows(objects, config=config, namespace=args.namespace)
+    if args.approval:
+        objects = [with_approval(obj, args.approval) for obj in objects]
+    rows = estimate_rows(objects, config=config, namespace=args.namespace, now=time.time())
     print(render_json(rows) if args.output == "json" else render_table(rows))
     if any(r["code"] == "invalid-request" for row in rows for r in row["reasons"]):
         return EXIT_BAD_INPUT  # an object with fields of the wrong type is not a manifest
@@ -51,6 +64,7 @@ _SERVE_ENV = {
     "tls_key": "COSTGATE_TLS_KEY",
     "cert_dir": "COSTGATE_CERT_DIR",
     "log_level": "COSTGATE_LOG_LEVEL",
+    "approvers_dir": "COSTGATE_APPROVERS_DIR",
 }
 
 
@@ -87,6 +101,46 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    pair = keygen(args.approver, args.out)
+    print(f"key id {pair.key_id}")
+    print(f"private key (keep it; costgate approve --key): {pair.private_path}")
+    print(f"public key (add it to the webhook's approvers directory): {pair.public_path}")
+    return EXIT_OK
+
+
+def _approve(args: argparse.Namespace) -> int:
+    lifetime = parse_duration(args.expires)
+    if lifetime is None:
+        print(
+            f"costgate: --expires {args.expires!r} is not a duration such as 12h or 3d",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    try:
+        token = mint(
+            args.key,
+            namespace=args.namespace,
+            max_usd=args.max_cost,
+            expires_in=lifetime,
+            experiment=args.experiment or "",
+            name=args.name or "",
+            reason=args.reason or "",
+        )
+    except (OSError, ValueError) as exc:
+        print(f"costgate: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(token)
+    print(
+        f"\n# submit the manifest with the approval:\nkubectl annotate --local -f FILE "
+        f"costgate.io/approval={token} -o yaml | kubectl -n {args.namespace} create -f -\n"
+        f"# or put it under metadata.annotations in the manifest:\n"
+        f"costgate.io/approval: {token}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def _certs(args: argparse.Namespace) -> int:
     hosts = service_hosts(args.service, args.namespace) + list(args.host or ())
     paths = issue(args.out, hosts)
@@ -111,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--cert-dir", type=Path, help="where self-signed certificates go")
     serve.add_argument("--log-level")
+    serve.add_argument("--approvers-dir", type=Path, help="approvers' public keys (*.pem)")
     serve.set_defaults(run=_serve)
 
     estimate = commands.add_parser("estimate", help="the webhook's decision for manifests, offline")
@@ -131,7 +186,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     estimate.add_argument("--pricing", type=Path)
     estimate.add_argument("--policy", type=Path)
+    estimate.add_argument("--approval", help="check this approval token against the objects")
+    estimate.add_argument("--approvers", type=Path, help="approvers' public keys (directory)")
     estimate.set_defaults(run=_estimate)
+
+    generate = commands.add_parser("keygen", help="an Ed25519 key pair for an approver")
+    generate.add_argument("--approver", required=True, help="the approver's name")
+    generate.add_argument("--out", type=Path, default=Path("."), help="where to write the keys")
+    generate.set_defaults(run=_keygen)
+
+    approve = commands.add_parser("approve", help="sign an approval for an expensive workload")
+    approve.add_argument("--key", type=Path, required=True, help="the approver's private key")
+    approve.add_argument("--namespace", required=True)
+    bound = approve.add_mutually_exclusive_group(required=True)
+    bound.add_argument("--experiment", help="approve workloads with this experiment label")
+    bound.add_argument("--name", help="approve the workload with this name")
+    approve.add_argument("--max-cost", type=float, required=True, help="approved maximum, USD")
+    approve.add_argument("--expires", required=True, help="lifetime, e.g. 24h or 7d")
+    approve.add_argument("--reason", help="why (recorded in the token)")
+    approve.set_defaults(run=_approve)
 
     certs = commands.add_parser("certs", help="a CA and serving certificate for the webhook")
     certs.add_argument("--out", type=Path, default=Path("certs/out"))

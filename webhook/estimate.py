@@ -17,9 +17,17 @@ import yaml
 from .core import messages
 from .core.engine import Config, evaluate
 from .core.extract.workflow import TemplateLookup
-from .core.types import Decision, Request
+from .core.types import ANNOTATION_APPROVAL, Decision, Request
 
-__all__ = ["ManifestError", "estimate_rows", "read_manifests", "render_json", "render_table"]
+__all__ = [
+    "ManifestError",
+    "estimate_rows",
+    "read_manifests",
+    "render_json",
+    "render_table",
+    "template_lookup",
+    "with_approval",
+]
 
 
 class ManifestError(ValueError):
@@ -127,8 +135,19 @@ def template_lookup(objects: Iterable[dict[str, Any]], namespace: str) -> Templa
     return lookup
 
 
+def with_approval(obj: dict[str, Any], token: str) -> dict[str, Any]:
+    """The object as if annotated with the approval token."""
+    metadata = dict(obj.get("metadata") or {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), ANNOTATION_APPROVAL: token}
+    return {**obj, "metadata": metadata}
+
+
 def estimate_rows(
-    objects: Iterable[dict[str, Any]], *, config: Config, namespace: str = "default"
+    objects: Iterable[dict[str, Any]],
+    *,
+    config: Config,
+    namespace: str = "default",
+    now: float = 0.0,
 ) -> list[dict[str, Any]]:
     objects = list(objects)
     if config.lookup is None:
@@ -136,7 +155,7 @@ def estimate_rows(
     rows = []
     for obj in objects:
         request = _request(obj, namespace)
-        rows.append(_row(request, evaluate(request, config=config)))
+        rows.append(_row(request, evaluate(request, config=config, now=now)))
     return rows
 
 

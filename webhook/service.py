@@ -68,9 +68,11 @@ class AdmissionService:
         config: Config | Callable[[], Config],
         *,
         observer: Observer | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config if callable(config) else (lambda: config)
         self._observer = observer or _NoObserver()
+        self._clock = clock
 
     def handle(self, body: bytes, endpoint: Endpoint) -> Answer:
         started = time.perf_counter()
@@ -94,7 +96,7 @@ class AdmissionService:
         config: Config | None = None
         try:
             config = self._config()
-            decision = evaluate(request, config=config)
+            decision = evaluate(request, config=config, now=self._clock())
             if endpoint == "mutate":
                 return self._mutate(request.uid, request.obj, kind, decision)
             return Answer(200, response_review(request.uid, decision), kind, _outcome(decision))

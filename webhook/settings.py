@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     cert_dir: Path = Path(".costgate/certs")
     cert_hosts: list[str] = ["localhost", "127.0.0.1", "::1"]
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    approvers_dir: Path | None = None  # approvers' public keys (*.pem); none: no approvals
     log_level: str = "info"
     # POST /noop answers a constant review without reading it: for benchmarks only, so the
     # cost of costgate's own code shows next to the server's.

@@ -18,6 +18,7 @@ from .core.catalog import GpuType, PriceTable, ResourceRule, normalize_label_val
 from .core.engine import Config
 from .core.policy import NamespacePolicy, Policy, TrustedController
 from .core.quantities import parse_duration
+from .core.types import ApprovalVerifier
 
 __all__ = [
     "BUNDLED_POLICY",
@@ -134,8 +135,13 @@ class _NamespaceRules(_Strict):
     mode: Literal["enforce", "warn"] | None = None
     max_gpus_per_pod: Annotated[int, Field(ge=1)] | None = None
     unresolved_templates: Literal["deny", "warn"] | None = None
+    over_threshold: Literal["require-approval", "deny"] | None = None
+    approvers: list[str] | None = None  # approver names, key ids, or group:<name>
+    max_approval_usd: Annotated[float, Field(gt=0)] | None = None
 
-    @field_validator("default_runtime", "max_runtime", mode="before")
+    @field_validator(
+        "default_runtime", "max_runtime", "approval_clock_skew", mode="before", check_fields=False
+    )
     @classmethod
     def _duration(cls, value: object) -> object:
         if value is not None and parse_duration(str(value)) is None:
@@ -163,6 +169,8 @@ class _Policy(_NamespaceRules):
     version: Literal[1]
     on_internal_error: Literal["deny", "allow"] = "deny"
     hours_per_month: Annotated[float, Field(gt=0, le=744)] = 730.0
+    approval_clock_skew: _Duration = "60s"
+    approver_groups: dict[str, list[str]] = {}
     exempt_namespaces: list[str] = []
     controllers: list[_Controller] = []
     namespaces: dict[str, _NamespaceRules] = {}
@@ -233,7 +241,22 @@ def parse_pricing(data: object, origin: str = "pricing") -> PriceTable:
     )
 
 
-def _namespace_policy(rules: _NamespaceRules, base: NamespacePolicy) -> NamespacePolicy:
+def _approvers(names: list[str] | None, groups: dict[str, list[str]], where: str) -> frozenset[str]:
+    found: set[str] = set()
+    for name in names or ():
+        if name.startswith("group:"):
+            group = name.removeprefix("group:")
+            if group not in groups:
+                raise TableError(f"{where}: approvers: unknown group {group!r}")
+            found.update(groups[group])
+        else:
+            found.add(name)
+    return frozenset(found)
+
+
+def _namespace_policy(
+    rules: _NamespaceRules, base: NamespacePolicy, groups: dict[str, list[str]], where: str
+) -> NamespacePolicy:
     def seconds(text: str | None, fallback: int) -> int:
         return fallback if text is None else parse_duration(text) or fallback
 
@@ -251,16 +274,24 @@ def _namespace_policy(rules: _NamespaceRules, base: NamespacePolicy) -> Namespac
         mode=rules.mode or base.mode,
         max_gpus_per_pod=rules.max_gpus_per_pod or base.max_gpus_per_pod,
         unresolved_templates=rules.unresolved_templates or base.unresolved_templates,
+        over_threshold=rules.over_threshold or base.over_threshold,
+        approvers=base.approvers
+        if rules.approvers is None
+        else _approvers(rules.approvers, groups, where),
+        max_approval_usd=base.max_approval_usd
+        if rules.max_approval_usd is None
+        else rules.max_approval_usd,
     )
 
 
 def parse_policy(data: object, origin: str = "policy") -> Policy:
     """A validated Policy from parsed YAML; TableError naming `origin` and the field."""
     model = _validate(_Policy, data, origin)
-    default = _namespace_policy(model, NamespacePolicy())
+    groups = model.approver_groups
+    default = _namespace_policy(model, NamespacePolicy(), groups, origin)
     namespaces = {}
     for name, rules in model.namespaces.items():
-        effective = _namespace_policy(rules, default)
+        effective = _namespace_policy(rules, default, groups, f"{origin}: namespaces.{name}")
         if effective.default_runtime_seconds > effective.max_runtime_seconds:
             raise TableError(f"{origin}: namespaces.{name}: default_runtime exceeds max_runtime")
         namespaces[name] = effective
@@ -276,6 +307,7 @@ def parse_policy(data: object, origin: str = "policy") -> Policy:
         ),
         on_internal_error=model.on_internal_error,
         hours_per_month=model.hours_per_month,
+        approval_clock_skew_seconds=parse_duration(model.approval_clock_skew) or 60,
         source=origin,
     )
 
@@ -285,9 +317,18 @@ def _yaml_text(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def load_config(pricing: Path | None = None, policy: Path | None = None) -> Config:
+def load_config(
+    pricing: Path | None = None,
+    policy: Path | None = None,
+    verify_approval: ApprovalVerifier | None = None,
+) -> Config:
     """The core's Config from the pricing and policy files (bundled ones by default)."""
-    return Config(table=load_pricing(pricing), policy=load_policy(policy), parse_text=_yaml_text)
+    return Config(
+        table=load_pricing(pricing),
+        policy=load_policy(policy),
+        parse_text=_yaml_text,
+        verify_approval=verify_approval,
+    )
 
 
 def load_pricing(path: Path | None = None) -> PriceTable:

@@ -10,15 +10,20 @@ import math
 import re
 
 from . import messages
+from .approval import check_approval
 from .catalog import PriceTable
 from .policy import NamespacePolicy
 from .pricing import Pricing, price
 from .quantities import parse_duration
 from .types import (
+    ANNOTATION_APPROVAL,
     ANNOTATION_ESTIMATED_COST,
     ANNOTATION_MAX_RUNTIME,
     COSTGATE_PREFIX,
+    Approval,
+    ApprovalVerifier,
     Decision,
+    Estimate,
     Reason,
     Workload,
 )
@@ -101,12 +106,52 @@ def _type_notes(
     return reasons, warnings
 
 
+def _gate(
+    workload: Workload,
+    estimate: Estimate,
+    limit: float,
+    cost_text: str,
+    *,
+    policy: NamespacePolicy,
+    verify: ApprovalVerifier | None,
+    now: float,
+    skew: int,
+) -> tuple[list[Reason], Approval | None]:
+    """The cost gate: (reasons, the approval that lifted it)."""
+    if estimate.usd <= limit:
+        return [], None
+    namespace = workload.namespace
+    if policy.over_threshold == "deny":
+        text = messages.over_threshold_no_approvals(estimate, limit, namespace, cost_text)
+        return [Reason("over-threshold", text)], None
+    token = workload.annotations.get(ANNOTATION_APPROVAL)
+    if not token:
+        text = messages.over_threshold(estimate, limit, namespace, cost_text)
+        return [Reason("over-threshold", text)], None
+    if verify is None:
+        return [Reason("invalid-approval", messages.approvals_disabled())], None
+    verdict = (
+        verify(token)
+        if type(token) is str
+        else Reason("invalid-approval", messages.approval_malformed("not a string"))
+    )
+    if isinstance(verdict, Reason):
+        return [verdict], None
+    problems = check_approval(
+        verdict, workload=workload, estimate=estimate, policy=policy, now=now, skew=skew
+    )
+    return problems, (None if problems else verdict)
+
+
 def decide(
     workload: Workload,
     *,
     table: PriceTable,
     policy: NamespacePolicy,
     hours_per_month: float,
+    verify: ApprovalVerifier | None = None,
+    now: float = 0.0,
+    skew: int = 60,
 ) -> Decision:
     """The decision for a GPU workload that is priced here (batch or serving)."""
     namespace = workload.namespace
@@ -142,6 +187,7 @@ def decide(
 
     pricing = None
     cost_text = ""
+    approval: Approval | None = None
     if not reasons or not any(r.code in _UNPRICEABLE for r in reasons):
         hours = hours_per_month if serving else (runtime or 0) / 3600
         pricing = price(workload, table, hours=hours, per_month=serving)
@@ -159,10 +205,20 @@ def decide(
         else:
             cost_text = messages.cost(pricing.estimate)
             # A price for a type we refused to guess proves nothing: no threshold reason.
-            # Signed approvals (a later stage) will lift this reason when they cover it.
-            if not type_reasons and pricing.estimate.usd > limit:
-                text = messages.over_threshold(pricing.estimate, limit, namespace, cost_text)
-                reasons.append(Reason("over-threshold", text))
+            if not type_reasons:
+                gate_reasons, approval = _gate(
+                    workload,
+                    pricing.estimate,
+                    limit,
+                    cost_text,
+                    policy=policy,
+                    verify=verify,
+                    now=now,
+                    skew=skew,
+                )
+                reasons += gate_reasons
+                if approval is not None:
+                    warnings.append(messages.approved(approval))
 
     if len(reasons) > 1:
         reasons = list(dict.fromkeys(reasons))  # a template called twice is one problem
@@ -188,6 +244,10 @@ def decide(
     if estimate is not None:
         audit["estimated-cost-usd"] = f"{estimate.usd:.2f}"
         audit["estimate"] = cost_text
+    if approval is not None:
+        audit["approval-key-id"] = approval.key_id
+        audit["approval-max-usd"] = f"{approval.max_usd:.2f}"
+        audit["approval-expires"] = str(approval.expires_at)
     pod_labels: dict[str, str] = {}
     pod_annotations: dict[str, str] = {}
     if workload.copy_to and allowed:

@@ -22,7 +22,7 @@ from .extract.workflow import (
     extract_workflow_template,
 )
 from .policy import Policy
-from .types import Decision, Request, Workload
+from .types import ApprovalVerifier, Decision, Request, Workload
 
 __all__ = ["Config", "evaluate", "handles"]
 
@@ -32,13 +32,15 @@ class Config:
     """Everything a decision depends on besides the request: loaded once, swapped whole.
 
     `parse_text` reads YAML embedded in objects (Argo podSpecPatch); `lookup` finds a
-    WorkflowTemplate's spec by (namespace, name, cluster scope). Both are plain functions
-    the edges pass in, so the core imports no YAML library and reads no cluster."""
+    WorkflowTemplate's spec by (namespace, name, cluster scope); `verify_approval` checks an
+    approval token's signature. All plain functions the edges pass in, so the core imports
+    no YAML or crypto library, holds no key and reads no cluster."""
 
     table: PriceTable
     policy: Policy
     parse_text: Callable[[str], Any] | None = None
     lookup: TemplateLookup | None = None
+    verify_approval: ApprovalVerifier | None = None
 
 
 Extractor = Callable[..., "Workload | None"]
@@ -60,12 +62,15 @@ def handles(group: str, kind: str) -> bool:
     return (group, kind) in _EXTRACTORS
 
 
-def _decide(workload: Workload, config: Config) -> Decision:
+def _decide(workload: Workload, config: Config, now: float) -> Decision:
     return decide(
         workload,
         table=config.table,
         policy=config.policy.for_namespace(workload.namespace),
         hours_per_month=config.policy.hours_per_month,
+        verify=config.verify_approval,
+        now=now,
+        skew=config.policy.approval_clock_skew_seconds,
     )
 
 
@@ -85,7 +90,9 @@ def _labels_kept(request: Request, workload: Workload, config: Config) -> Decisi
     return Decision(allowed=not enforce, reasons=reasons, workload=workload, mode=policy.mode)
 
 
-def _update(request: Request, workload: Workload, extractor: Extractor, config: Config) -> Decision:
+def _update(
+    request: Request, workload: Workload, extractor: Extractor, config: Config, now: float
+) -> Decision:
     """Updates are priced again only when they can raise the cost.
 
     A Pod's GPUs cannot change after creation and its deadline can only shrink (API
@@ -105,17 +112,20 @@ def _update(request: Request, workload: Workload, extractor: Extractor, config: 
         )
     except ObjectError:
         old = None
-    new_decision = _decide(workload, config)
+    new_decision = _decide(workload, config, now)
     if old is None or new_decision.estimate is None:
         return new_decision
-    old_decision = _decide(old, config)
+    if new_decision.deadline is not None and new_decision.deadline != workload.existing_deadline:
+        return new_decision  # a deadline raised past the declaration: lowered back (mutate)
+    old_decision = _decide(old, config, now)
     if old_decision.estimate is not None and new_decision.estimate.usd <= old_decision.estimate.usd:
         return _labels_kept(request, workload, config)
     return new_decision
 
 
-def evaluate(request: Request, *, config: Config) -> Decision:
-    """The decision for one admission request (or one manifest, from the CLI)."""
+def evaluate(request: Request, *, config: Config, now: float = 0.0) -> Decision:
+    """The decision for one admission request (or one manifest, from the CLI) at Unix time
+    `now` (which only approvals' expiry reads)."""
     extractor = _EXTRACTORS.get((request.group, request.kind))
     if extractor is None or request.namespace in config.policy.exempt_namespaces:
         return _ALLOW
@@ -136,9 +146,9 @@ def evaluate(request: Request, *, config: Config) -> Decision:
     if workload is None:
         return _ALLOW
     if request.operation == "UPDATE":
-        return _update(request, workload, extractor, config)
+        return _update(request, workload, extractor, config, now)
     if workload.workload_class == "controlled":
         return Decision(
             allowed=True, workload=workload, audit={"decision": "allow", "priced-with": "owner"}
         )
-    return _decide(workload, config)
+    return _decide(workload, config, now)

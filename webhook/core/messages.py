@@ -7,6 +7,7 @@ output or stretch a message without bound.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 
 from .quantities import format_hours
@@ -14,6 +15,7 @@ from .types import (
     ANNOTATION_APPROVAL,
     ANNOTATION_GPU_TYPE,
     ANNOTATION_MAX_RUNTIME,
+    Approval,
     Estimate,
     Reason,
 )
@@ -21,6 +23,19 @@ from .types import (
 __all__ = [
     "WARNING_PREFIX",
     "annotation_outpriced",
+    "approval_above_grant",
+    "approval_bad_signature",
+    "approval_expired",
+    "approval_malformed",
+    "approval_not_allowed",
+    "approval_not_yet_valid",
+    "approval_too_small",
+    "approval_unknown_key",
+    "approval_wrong_experiment",
+    "approval_wrong_name",
+    "approval_wrong_namespace",
+    "approvals_disabled",
+    "approved",
     "cost",
     "deadline_lowered",
     "default_runtime",
@@ -39,6 +54,7 @@ __all__ = [
     "money",
     "out_of_range",
     "over_threshold",
+    "over_threshold_no_approvals",
     "quote",
     "resource_template",
     "runtime_ignored_for_serving",
@@ -369,6 +385,106 @@ def unbounded(kind: str, name: str) -> str:
 def template_estimate(estimate: Estimate, limit: float, cost_text: str) -> str:
     over = f", above the {money(limit)} threshold" if estimate.usd > limit else ""
     return warning(f"a workflow of this template would cost up to {cost_text}{over}")
+
+
+def _when(seconds: float) -> str:
+    """A Unix time as UTC ISO 8601 (formatting only: the core reads no clock)."""
+    return dt.datetime.fromtimestamp(int(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _approval(approval: Approval) -> str:
+    return f"the approval by {quote(approval.approver)} (key {approval.key_id})"
+
+
+def approval_expired(approval: Approval, now: float) -> str:
+    return (
+        f"{_approval(approval)} expired at {_when(approval.expires_at)}; ask "
+        f"{quote(approval.approver)} for a new one (costgate approve --expires ...)"
+    )
+
+
+def approval_not_yet_valid(approval: Approval, now: float) -> str:
+    return f"{_approval(approval)} is issued for {_when(approval.issued_at)}, in the future"
+
+
+def approval_wrong_namespace(approval: Approval, namespace: str) -> str:
+    return (
+        f"{_approval(approval)} is for namespace {quote(approval.namespace)}, not "
+        f"{quote(namespace)}; approvals do not travel between namespaces"
+    )
+
+
+def approval_wrong_experiment(approval: Approval, experiment: str) -> str:
+    return (
+        f"{_approval(approval)} is for experiment {quote(approval.experiment)}, but this "
+        f"workload's experiment label is {quote(experiment)}"
+    )
+
+
+def approval_wrong_name(approval: Approval, name: str) -> str:
+    return f"{_approval(approval)} is for workload {quote(approval.name)}, not {quote(name)}"
+
+
+def approval_too_small(approval: Approval, usd: float) -> str:
+    return (
+        f"estimated cost {money(usd)} is {money(usd - approval.max_usd)} above the "
+        f"{money(approval.max_usd)} approved by {quote(approval.approver)}; ask for an "
+        f"approval of at least {money(usd)}"
+    )
+
+
+def approval_not_allowed(approval: Approval, namespace: str, approvers: Iterable[str]) -> str:
+    return (
+        f"{quote(approval.approver)} may not approve for namespace {quote(namespace)} "
+        f"(approvers there: {', '.join(sorted(approvers))})"
+    )
+
+
+def approval_above_grant(approval: Approval, namespace: str, most: float) -> str:
+    return (
+        f"{_approval(approval)} grants {money(approval.max_usd)}, more than the {money(most)} "
+        f"one approval may grant in namespace {quote(namespace)}"
+    )
+
+
+def approval_malformed(detail: str) -> str:
+    return f"annotation costgate.io/approval is not a valid approval token ({detail})"
+
+
+def approval_unknown_key(key_id: str, known: Iterable[str]) -> str:
+    listed = ", ".join(sorted(known)) or "none"
+    return (
+        f"annotation costgate.io/approval is signed with key {quote(key_id)}, which is not an "
+        f"approver key of this cluster (keys: {listed})"
+    )
+
+
+def approval_bad_signature(key_id: str) -> str:
+    return (
+        f"annotation costgate.io/approval does not verify against key {quote(key_id)}: it was "
+        f"changed after signing, or signed by another key"
+    )
+
+
+def approvals_disabled() -> str:
+    return "annotation costgate.io/approval is set, but this webhook has no approver keys"
+
+
+def approved(approval: Approval) -> str:
+    return warning(
+        f"approved by {approval.approver} (key {approval.key_id}) up to "
+        f"{money(approval.max_usd)} until {_when(approval.expires_at)}"
+    )
+
+
+def over_threshold_no_approvals(
+    estimate: Estimate, limit: float, namespace: str, cost_text: str | None = None
+) -> str:
+    return (
+        f"estimated cost {cost_text or cost(estimate)} exceeds the {money(limit)} limit for "
+        f"namespace {quote(namespace)}, which takes no approvals; use fewer GPUs or a shorter "
+        f"costgate.io/max-runtime"
+    )
 
 
 def denial(reasons: Iterable[Reason]) -> str:

@@ -36,27 +36,37 @@ def _parent(obj: Mapping[str, Any], pointer: str) -> tuple[Mapping[str, Any] | N
 
 
 def _ensure_entries(
-    obj: Mapping[str, Any], pointer: str, entries: Mapping[str, str]
+    obj: Mapping[str, Any], pointer: str, maps: Mapping[str, Mapping[str, str]]
 ) -> list[dict[str, Any]]:
-    """Ops that make the map at `pointer` (e.g. /spec/template/metadata/labels) hold
-    `entries`, creating the missing objects on the way in one `add`."""
+    """Ops that make each map under the object at `pointer` (e.g. /spec/podMetadata, maps
+    {"labels": ..., "annotations": ...}) hold its entries, creating what is missing on the
+    way in one `add` each (one `add` of a missing parent carries every map)."""
     tokens = pointer.strip("/").split("/")
     node: Any = obj
     for depth, token in enumerate(tokens):
         child = node.get(token) if isinstance(node, Mapping) else None
         if child is None:
-            value: Any = dict(entries)
+            value: Any = {name: dict(entries) for name, entries in maps.items() if entries}
             for name in reversed(tokens[depth + 1 :]):
                 value = {name: value}
             return [{"op": "add", "path": "/" + "/".join(tokens[: depth + 1]), "value": value}]
         node = child
     if not isinstance(node, Mapping):
         return []
-    return [
-        {"op": "add", "path": f"{pointer}/{escape(key)}", "value": value}
-        for key, value in entries.items()
-        if node.get(key) != value
-    ]
+    ops = []
+    for name, entries in maps.items():
+        current = node.get(name)
+        if not entries:
+            continue
+        if not isinstance(current, Mapping):
+            ops.append({"op": "add", "path": f"{pointer}/{name}", "value": dict(entries)})
+            continue
+        ops += [
+            {"op": "add", "path": f"{pointer}/{name}/{escape(key)}", "value": value}
+            for key, value in entries.items()
+            if current.get(key) != value
+        ]
+    return ops
 
 
 def patch_ops(decision: Decision, obj: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -78,10 +88,8 @@ def patch_ops(decision: Decision, obj: Mapping[str, Any]) -> list[dict[str, Any]
             ops.append({"op": "add", "path": "/metadata/annotations", "value": value})
         elif annotations.get(ANNOTATION_ESTIMATED_COST) != decision.stamp:
             ops.append({"op": "add", "path": _STAMP_PATH, "value": decision.stamp})
-    if workload is not None:
+    if workload is not None and (decision.pod_labels or decision.pod_annotations):
+        maps = {"labels": decision.pod_labels, "annotations": decision.pod_annotations}
         for target in workload.copy_to:
-            if decision.pod_labels:
-                ops += _ensure_entries(obj, f"{target}/labels", decision.pod_labels)
-            if decision.pod_annotations:
-                ops += _ensure_entries(obj, f"{target}/annotations", decision.pod_annotations)
+            ops += _ensure_entries(obj, target, maps)
     return ops

@@ -32,6 +32,11 @@ class NamespacePolicy:
     max_gpus_per_pod: int = 64
     # A Workflow that runs a WorkflowTemplate costgate cannot read: deny, or warn and allow.
     unresolved_templates: Literal["deny", "warn"] = "deny"
+    # Above the threshold: a valid approval lets the workload through, or nothing does.
+    over_threshold: Literal["require-approval", "deny"] = "require-approval"
+    # Who may approve here (approver names or key ids); empty: any listed approver.
+    approvers: frozenset[str] = frozenset()
+    max_approval_usd: float | None = None  # the most one approval may grant here
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ class Policy:
     trusted_controllers: tuple[TrustedController, ...] = ()
     on_internal_error: Literal["deny", "allow"] = "deny"
     hours_per_month: float = 730.0
+    approval_clock_skew_seconds: int = 60
     source: str = ""
 
     def for_namespace(self, namespace: str) -> NamespacePolicy:

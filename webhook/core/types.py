@@ -9,7 +9,7 @@ about ten of them inside a 30 µs budget.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -21,6 +21,8 @@ __all__ = [
     "ANNOTATION_MAX_RUNTIME",
     "COSTGATE_PREFIX",
     "INFINITE",
+    "Approval",
+    "ApprovalVerifier",
     "Concurrency",
     "Decision",
     "Estimate",
@@ -246,6 +248,25 @@ class Estimate(NamedTuple):
     @property
     def usd_per_hour(self) -> float:
         return sum(line.count * line.usd_per_hour for line in self.lines)
+
+
+class Approval(NamedTuple):
+    """The claims of an approval token whose signature has been verified (outside the core,
+    which holds no keys): who approved, for what, up to what cost, until when."""
+
+    key_id: str
+    approver: str
+    namespace: str
+    experiment: str  # "" when the approval names a workload instead
+    name: str  # "" when the approval names an experiment
+    max_usd: float
+    expires_at: int  # Unix seconds
+    issued_at: int
+    reason: str = ""
+
+
+# Verifies the token in annotation costgate.io/approval: its claims, or why it is no good.
+ApprovalVerifier = Callable[[str], "Approval | Reason"]
 
 
 class Decision(NamedTuple):

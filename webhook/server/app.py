@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
 
 from ..admission import ReviewError, recover_uid
+from ..approvals import Keyring
 from ..core.engine import Config
 from ..service import AdmissionService, Answer, Endpoint
 from ..settings import Settings
@@ -156,7 +157,10 @@ def build_app(
 def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
     """The application for `settings` (read from COSTGATE_* when None): uvicorn's factory."""
     settings = settings or Settings()
-    config = load_config(settings.pricing, settings.policy)
+    keyring = Keyring(settings.approvers_dir) if settings.approvers_dir else None
+    config = load_config(
+        settings.pricing, settings.policy, keyring.verify if keyring is not None else None
+    )
     return build_app(
         config, max_body_bytes=settings.max_body_bytes, noop_endpoint=settings.noop_endpoint
     )

@@ -1,0 +1,54 @@
+"""Whether a verified approval covers a workload: bound to namespace, experiment (or name),
+cost and time, and given by someone who may approve here.
+
+The signature was checked before (webhook.approvals holds the keys); this module only
+compares claims with the workload, with the clock passed in.
+"""
+
+from __future__ import annotations
+
+from . import messages
+from .policy import NamespacePolicy
+from .types import Approval, Estimate, Reason, Workload
+
+__all__ = ["EXPERIMENT_LABEL", "check_approval"]
+
+EXPERIMENT_LABEL = "experiment"
+
+
+def check_approval(
+    approval: Approval,
+    *,
+    workload: Workload,
+    estimate: Estimate,
+    policy: NamespacePolicy,
+    now: float,
+    skew: int,
+) -> list[Reason]:
+    """Every way the approval fails to cover this workload; [] when it covers it."""
+    problems: list[str] = []
+    if now > approval.expires_at + skew:
+        problems.append(messages.approval_expired(approval, now))
+    if approval.issued_at > now + skew:
+        problems.append(messages.approval_not_yet_valid(approval, now))
+    if approval.namespace != workload.namespace:
+        problems.append(messages.approval_wrong_namespace(approval, workload.namespace))
+    if approval.experiment:
+        experiment = workload.labels.get(EXPERIMENT_LABEL, "")
+        if approval.experiment != experiment:
+            problems.append(messages.approval_wrong_experiment(approval, experiment))
+    elif approval.name != workload.name:
+        problems.append(messages.approval_wrong_name(approval, workload.name))
+    if estimate.usd > approval.max_usd:
+        problems.append(messages.approval_too_small(approval, estimate.usd))
+    if policy.approvers and not (
+        approval.approver in policy.approvers or approval.key_id in policy.approvers
+    ):
+        problems.append(
+            messages.approval_not_allowed(approval, workload.namespace, policy.approvers)
+        )
+    if policy.max_approval_usd is not None and approval.max_usd > policy.max_approval_usd:
+        problems.append(
+            messages.approval_above_grant(approval, workload.namespace, policy.max_approval_usd)
+        )
+    return [Reason("invalid-approval", text) for text in problems]
