@@ -197,7 +197,10 @@ def decide(
         limit = policy.serving_threshold_usd_per_month if serving else policy.threshold_usd
         if math.isinf(pricing.estimate.usd):
             text = messages.unbounded(workload.kind, workload.display_name)
-            reasons.append(Reason("invalid-gpu-request", text))
+            if workload.informational:  # a library template; the Workflow may bound it
+                warnings.append(messages.warning(text))
+            else:
+                reasons.append(Reason("invalid-gpu-request", text))
             pricing = None
         elif workload.informational:  # a template: its Workflows are gated, it is not
             cost_text = messages.cost(pricing.estimate)
@@ -233,7 +236,8 @@ def decide(
     if allowed:
         warnings = runtime_warnings + warnings
         if estimate is not None and not workload.informational:
-            warnings.insert(0, messages.estimate_warning(estimate, cost_text))
+            gpus = workload.total_gpus if workload.concurrency is not None else None
+            warnings.insert(0, messages.estimate_warning(estimate, cost_text, gpus))
 
     audit = {
         "decision": "allow" if not reasons else ("deny" if enforce else "warn"),

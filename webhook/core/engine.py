@@ -118,9 +118,21 @@ def _update(
     if new_decision.deadline is not None and new_decision.deadline != workload.existing_deadline:
         return new_decision  # a deadline raised past the declaration: lowered back (mutate)
     old_decision = _decide(old, config, now)
-    if old_decision.estimate is not None and new_decision.estimate.usd <= old_decision.estimate.usd:
-        return _labels_kept(request, workload, config)
-    return new_decision
+    if old_decision.estimate is None or new_decision.estimate.usd > old_decision.estimate.usd:
+        return new_decision
+    kept = _labels_kept(request, workload, config)
+    runtime = new_decision.runtime_seconds
+    if (
+        kept.allowed
+        and new_decision.mode == "enforce"
+        and runtime is not None
+        and workload.existing_deadline is not None
+        and workload.existing_deadline > runtime
+    ):
+        # The estimate is capped at the declared runtime, so a deadline raised past it
+        # costs nothing on paper; it is lowered back rather than left to run on.
+        return kept._replace(workload=workload, deadline=runtime, mode="enforce")
+    return kept
 
 
 def evaluate(request: Request, *, config: Config, now: float = 0.0) -> Decision:

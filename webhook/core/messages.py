@@ -153,19 +153,24 @@ def warning(text: str) -> str:
     return line if len(line) <= _MAX_WARNING else line[: _MAX_WARNING - 1] + "…"
 
 
-def estimate_warning(estimate: Estimate, cost_text: str | None = None) -> str:
+def estimate_warning(
+    estimate: Estimate, cost_text: str | None = None, gpus: float | None = None
+) -> str:
     """The warning every admitted GPU workload gets; `cost_text` is `cost(estimate)` if the
-    caller has it already."""
+    caller has it already, `gpus` the most GPUs the workload runs at once."""
     line = WARNING_PREFIX + "estimated cost " + (cost_text or cost(estimate))
     if len(line) <= _SHORT_WARNING:
         return line
-    gpus = sum(line.count for line in estimate.lines)
+    if gpus is None:
+        gpus = sum(line.count for line in estimate.lines)
     suffix = (
         "/month" if estimate.per_month else f" over {format_hours(round(estimate.hours * 3600))}"
     )
+    types = len({line.gpu_type for line in estimate.lines})
+    kinds = "1 type" if types == 1 else f"{types} types"
     return warning(
-        f"estimated cost {money(estimate.usd)}{suffix} for {gpus} GPUs of "
-        f"{len({line.gpu_type for line in estimate.lines})} types (breakdown in audit annotations)"
+        f"estimated cost {money(estimate.usd)}{suffix} for up to {gpus:g} GPUs at once of "
+        f"{kinds} (breakdown in audit annotations)"
     )
 
 
@@ -377,8 +382,9 @@ def ignored_patch(where: str) -> str:
 def unbounded(kind: str, name: str) -> str:
     return (
         f"GPU {_object(kind, name)} has no bound on its cost: a withParam loop or a recursive "
-        f"template runs GPU pods an unknown number of times; set spec.parallelism, or declare "
-        f"annotation costgate.io/max-fanout"
+        f"template runs GPU pods an unknown number of times, or a GPU exit handler (which "
+        f"outlives the workflow deadline) has no activeDeadlineSeconds; set spec.parallelism, "
+        f"annotation costgate.io/max-fanout, or the exit handler's activeDeadlineSeconds"
     )
 
 

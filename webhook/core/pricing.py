@@ -135,15 +135,33 @@ def _line(
 
 def _steps_bound(workload: Workload, rates: list[float], hours: float) -> float:
     """Σ runs × $/h × per-run hours, when every GPU template has a deadline and bounded
-    runs; otherwise unbounded. Each run also stops at the workflow's deadline."""
+    runs; otherwise unbounded. Each run also stops at the workflow's deadline, except the
+    exit handler's, which outlive it."""
     total = 0.0
     for shape, rate in zip(workload.pods, rates, strict=True):
         if rate == 0:
             continue
         if shape.deadline is None or shape.runs is None or math.isinf(shape.runs):
             return INFINITE
-        total += shape.runs * rate * min(shape.deadline / 3600, hours)
+        own = shape.deadline / 3600
+        total += shape.runs * rate * (own if shape.after_deadline else min(own, hours))
     return total
+
+
+def _after_deadline(workload: Workload, rates: list[float]) -> float:
+    """The exit handler's peak for as long as its longest template deadline; unbounded if
+    a GPU template of it has none."""
+    tree = workload.exit_concurrency
+    assert tree is not None
+    longest = 0.0
+    for index in tree.shapes():
+        if rates[index] == 0:
+            continue
+        deadline = workload.pods[index].deadline
+        if deadline is None:
+            return INFINITE
+        longest = max(longest, deadline / 3600)
+    return tree.peak(rates) * longest
 
 
 def price(workload: Workload, table: PriceTable, *, hours: float, per_month: bool) -> Pricing:
@@ -165,7 +183,8 @@ def price(workload: Workload, table: PriceTable, *, hours: float, per_month: boo
         rate = 0.0
         shape_hours = None
         if workflow and shape.deadline is not None:
-            shape_hours = min(shape.deadline / 3600, hours)
+            own = shape.deadline / 3600
+            shape_hours = own if shape.after_deadline else min(own, hours)
         for request in shape.gpus:
             label, unit, gpu_id, resolved = _line(request, resolution, table)
             unresolved |= not resolved
@@ -191,6 +210,8 @@ def price(workload: Workload, table: PriceTable, *, hours: float, per_month: boo
     else:
         per_hour = workload.concurrency.peak(rates)
         by_peak = per_hour * hours if per_hour else 0.0
+        if workload.exit_concurrency is not None:
+            by_peak += _after_deadline(workload, rates)
         by_steps = _steps_bound(workload, rates, hours)
         usd, basis = (by_steps, "steps") if by_steps < by_peak else (by_peak, "peak")
     estimate = Estimate(

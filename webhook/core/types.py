@@ -131,6 +131,7 @@ class PodShape(NamedTuple):
     replicas: int = 1
     runs: float | None = None
     deadline: int | None = None
+    after_deadline: bool = False  # an exit handler's: runs on after the workflow deadline
 
 
 INFINITE = float("inf")
@@ -143,11 +144,13 @@ class Concurrency:
 
     op `pod`: `times` copies of pods[shape]; `all`: children run together (sum);
     `one`: children run one after another (max); `cap`: at most `limit` pods at once, so
-    at most `limit` × the dearest pod below. `times` multiplies any node (fan-out) and may
-    be INFINITE (withParam, recursion) until a cap bounds it.
+    at most `limit` × the dearest pod below (a Workflow's parallelism); `each`: at most
+    `limit` children at once, so at most `limit` × the dearest single invocation of a child
+    (a template's parallelism, where a nested steps/dag is one child). `times` multiplies
+    any node (fan-out) and may be INFINITE (withParam, recursion) until a cap bounds it.
     """
 
-    op: Literal["pod", "all", "one", "cap"]
+    op: Literal["pod", "all", "one", "cap", "each"]
     shape: int = -1
     times: float = 1
     limit: int = 0
@@ -155,18 +158,22 @@ class Concurrency:
 
     def peak(self, rates: Sequence[float]) -> float:
         """The most the tree can cost at once, given each shape's rate (e.g. $/h or GPUs)."""
-        if self.op == "pod":
-            inner = rates[self.shape]
-        elif self.op == "all":
-            inner = sum(child.peak(rates) for child in self.children)
-        elif self.op == "one":
-            inner = max((child.peak(rates) for child in self.children), default=0.0)
-        else:
-            inner = min(
-                sum(child.peak(rates) for child in self.children),
-                self.limit * max((rates[i] for i in self.shapes()), default=0.0),
-            )
+        inner = self.single(rates)
         return 0.0 if inner == 0 else self.times * inner  # 0 × ∞ is 0 here, not NaN
+
+    def single(self, rates: Sequence[float]) -> float:
+        """The peak of one invocation (without this node's own fan-out)."""
+        if self.op == "pod":
+            return rates[self.shape]
+        if self.op == "one":
+            return max((child.peak(rates) for child in self.children), default=0.0)
+        together = sum(child.peak(rates) for child in self.children)
+        if self.op == "cap":
+            return min(together, self.limit * max((rates[i] for i in self.shapes()), default=0.0))
+        if self.op == "each":
+            one_child = max((child.single(rates) for child in self.children), default=0.0)
+            return min(together, self.limit * one_child)
+        return together
 
     def shapes(self) -> set[int]:
         """Every shape index under this node."""
@@ -197,6 +204,8 @@ class Workload(NamedTuple):
     copy_to: tuple[str, ...] = ()
     # Workflows: how pods overlap. None: every shape's replicas run at once for the deadline.
     concurrency: Concurrency | None = None
+    # A Workflow's exit handler: it runs after the deadline, for its own templates' deadlines.
+    exit_concurrency: Concurrency | None = None
     notes: tuple[str, ...] = ()  # facts worth a warning (e.g. a template that creates objects)
     unresolved: tuple[str, ...] = ()  # templates in other objects that could not be read
     informational: bool = False  # priced for information only (WorkflowTemplates)

@@ -79,6 +79,30 @@ def _int_or_string(value: Any) -> int | None:
     return None
 
 
+_TYPES = (
+    "container",
+    "script",
+    "containerSet",
+    "steps",
+    "dag",
+    "resource",
+    "suspend",
+    "http",
+    "plugin",
+    "data",
+)
+
+
+def _defaults_for(defaults: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
+    """templateDefaults without the template types the template is not (Argo keeps each
+    template's own type: a `container` default must not turn a steps template into a pod)."""
+    return {k: v for k, v in defaults.items() if k not in _TYPES or k in template}
+
+
+Inherited = tuple[Any, Any]  # (nodeSelector, affinity) of the enclosing steps/dag template
+_NO_PLACEMENT: Inherited = (None, None)
+
+
 class _Reader:
     """Walks one WorkflowSpec from its entrypoint. One instance per request."""
 
@@ -107,7 +131,9 @@ class _Reader:
         self.notes: list[str] = []
         self.shapes: list[PodShape] = []
         self.runs: list[float] = []
-        self.shape_of: dict[str, int] = {}
+        self.shape_of: dict[tuple[str, str], int] = {}
+        self.exiting = False  # reading the exit handler, which outlives the deadline
+        self.after_deadline: set[int] = set()
         # key -> (index in spec.templates or -1, template, scope). Templates of another
         # WorkflowTemplate are keyed "owner/name" and call their siblings in that scope.
         self.templates: dict[str, tuple[int, dict[str, Any], str]] = {}
@@ -116,7 +142,7 @@ class _Reader:
         for i, template in enumerate(field(spec, "templates", path, list, ())):
             if type(template) is not dict:
                 raise ObjectError(f"{path}.templates[{i}]", "object", template)
-            merged = _merge(defaults, template) if defaults else template
+            merged = _merge(_defaults_for(defaults, template), template) if defaults else template
             if retry is not None and "retryStrategy" not in merged:
                 merged = {**merged, "retryStrategy": retry}
             self.templates[str(template.get("name", ""))] = (i, merged, "")
@@ -165,8 +191,16 @@ class _Reader:
 
     # -- templates ------------------------------------------------------------------------
 
-    def node(self, name: str, multiplier: float, stack: tuple[str, ...]) -> Concurrency:
-        """The concurrency of invoking template `name`, counting `multiplier` invocations."""
+    def node(
+        self,
+        name: str,
+        multiplier: float,
+        stack: tuple[str, ...],
+        inherited: Inherited = _NO_PLACEMENT,
+    ) -> Concurrency:
+        """The concurrency of invoking template `name`, counting `multiplier` invocations.
+        `inherited` is the placement of the enclosing steps/dag template, which Argo uses for
+        pods whose own template sets none."""
         found = self.templates.get(name)
         if found is None:
             self.problems.append(Reason("invalid-request", messages.unknown_template(name)))
@@ -180,29 +214,24 @@ class _Reader:
         where = f"{self.path}.templates[{index}]" if index >= 0 else name
         runs = _times(multiplier, self._attempts(template))
         stack = (*stack, name)
+        parallelism = _int_or_string(template.get("parallelism"))
         if any(k in template for k in ("container", "script", "containerSet")):
-            node = self._pod(name, template, where, runs)
-        elif "steps" in template:
-            groups = []
-            for g, group in enumerate(field(template, "steps", where, list, ())):
-                if type(group) is not list:
-                    raise ObjectError(f"{where}.steps[{g}]", "list", group)
-                steps = tuple(
-                    self._step(step, f"{where}.steps[{g}][{s}]", runs, stack, scope)
-                    for s, step in enumerate(group)
-                )
-                groups.append(Concurrency("all", children=steps))
-            node = Concurrency("one", children=tuple(groups))
-        elif "dag" in template:
-            dag = field(template, "dag", where, dict, {})
-            tasks = field(dag, "tasks", f"{where}.dag", list, ())
-            node = Concurrency(
-                "all",
-                children=tuple(
-                    self._step(task, f"{where}.dag.tasks[{t}]", runs, stack, scope)
-                    for t, task in enumerate(tasks)
-                ),
+            node = self._pod(name, template, where, runs, inherited)
+        elif "steps" in template or "dag" in template:
+            placement = (
+                template.get("nodeSelector") or inherited[0],
+                template.get("affinity") or inherited[1],
             )
+            groups = self._children(template, where, runs, stack, scope, placement)
+            # Template parallelism caps running children (a nested steps/dag counts as one).
+            op = "each" if parallelism is not None else "all"
+            limit = parallelism or 0
+            if "steps" in template:
+                node = Concurrency(
+                    "one", children=tuple(Concurrency(op, limit=limit, children=g) for g in groups)
+                )
+            else:
+                node = Concurrency(op, limit=limit, children=groups[0] if groups else ())
         else:
             if "resource" in template:
                 self.notes.append(messages.resource_template(name))
@@ -211,35 +240,85 @@ class _Reader:
             node = Concurrency("all", times=INFINITE, children=(node,))
             for shape in node.shapes():
                 self.runs[shape] = INFINITE
-        parallelism = _int_or_string(template.get("parallelism"))
-        if parallelism is not None:
-            node = Concurrency("cap", limit=parallelism, children=(node,))
         return node
 
+    def _children(
+        self,
+        template: Mapping[str, Any],
+        where: str,
+        runs: float,
+        stack: tuple[str, ...],
+        scope: str,
+        inherited: Inherited,
+    ) -> list[tuple[Concurrency, ...]]:
+        """Step groups (run one after another) or the DAG's tasks (one group)."""
+        if "steps" in template:
+            groups = []
+            for g, group in enumerate(field(template, "steps", where, list, ())):
+                if type(group) is not list:
+                    raise ObjectError(f"{where}.steps[{g}]", "list", group)
+                groups.append(
+                    tuple(
+                        self._step(step, f"{where}.steps[{g}][{s}]", runs, stack, scope, inherited)
+                        for s, step in enumerate(group)
+                    )
+                )
+            return groups
+        dag = field(template, "dag", where, dict, {})
+        tasks = field(dag, "tasks", f"{where}.dag", list, ())
+        return [
+            tuple(
+                self._step(task, f"{where}.dag.tasks[{t}]", runs, stack, scope, inherited)
+                for t, task in enumerate(tasks)
+            )
+        ]
+
+    def call(
+        self,
+        target: Mapping[str, Any],
+        where: str,
+        runs: float,
+        stack: tuple[str, ...],
+        scope: str,
+        inherited: Inherited = _NO_PLACEMENT,
+    ) -> Concurrency | None:
+        """What a step, task or hook invokes: `template`, `templateRef` or `inline`."""
+        if target.get("templateRef") is not None:
+            key = self._external(target["templateRef"], where)
+            return None if key is None else self.node(key, runs, stack, inherited)
+        if isinstance(target.get("inline"), dict):
+            inline_name = f"{stack[-1] if stack else ''}/{target.get('name', 'inline')}"
+            self.templates.setdefault(inline_name, (-1, target["inline"], scope))
+            return self.node(inline_name, runs, stack, inherited)
+        if target.get("template") is not None:
+            return self.node(self._key(str(target["template"]), scope), runs, stack, inherited)
+        return None
+
     def _step(
-        self, step: Any, where: str, multiplier: float, stack: tuple[str, ...], scope: str
+        self,
+        step: Any,
+        where: str,
+        multiplier: float,
+        stack: tuple[str, ...],
+        scope: str,
+        inherited: Inherited,
     ) -> Concurrency:
         if type(step) is not dict:
             raise ObjectError(where, "object", step)
         fanout = self._fanout(step, where)
         runs = _times(multiplier, fanout)
-        children = []
-        if step.get("templateRef") is not None:
-            name = self._external(step["templateRef"], where)
-            if name is not None:
-                children.append(self.node(name, runs, stack))
-        elif isinstance(step.get("inline"), dict):
-            inline_name = f"{stack[-1]}/{step.get('name', 'inline')}"
-            self.templates.setdefault(inline_name, (-1, step["inline"], scope))
-            children.append(self.node(inline_name, runs, stack))
-        elif step.get("template") is not None:
-            children.append(self.node(self._key(str(step["template"]), scope), runs, stack))
+        targets: list[Mapping[str, Any]] = [step]
         hooks = step.get("hooks")
-        for hook in hooks.values() if isinstance(hooks, dict) else ():
-            if isinstance(hook, dict) and hook.get("template"):
-                children.append(self.node(self._key(str(hook["template"]), scope), runs, stack))
-        if step.get("onExit"):
-            children.append(self.node(self._key(str(step["onExit"]), scope), runs, stack))
+        targets += [
+            h for h in (hooks.values() if isinstance(hooks, dict) else ()) if isinstance(h, dict)
+        ]
+        if isinstance(step.get("onExit"), str) and step["onExit"]:
+            targets.append({"template": step["onExit"]})
+        children = []
+        for target in targets:
+            child = self.call(target, where, runs, stack, scope, inherited)
+            if child is not None:
+                children.append(child)
         return Concurrency("all", times=fanout, children=tuple(children))
 
     def _key(self, name: str, scope: str) -> str:
@@ -267,20 +346,32 @@ class _Reader:
             return None
         return f"{scope}{template}"
 
-    def _pod(self, name: str, template: Mapping[str, Any], where: str, runs: float) -> Concurrency:
-        index = self.shape_of.get(name)
+    def _pod(
+        self,
+        name: str,
+        template: Mapping[str, Any],
+        where: str,
+        runs: float,
+        inherited: Inherited,
+    ) -> Concurrency:
+        key = (name, json.dumps(inherited, sort_keys=True, default=str))
+        index = self.shape_of.get(key)
         if index is None:
-            shape = self._shape(name, template, where)
+            shape = self._shape(name, template, where, inherited)
             if shape is None:
                 return _NOTHING
             index = len(self.shapes)
-            self.shape_of[name] = index
+            self.shape_of[key] = index
             self.shapes.append(shape)
             self.runs.append(0)
         self.runs[index] += runs
+        if self.exiting:
+            self.after_deadline.add(index)
         return Concurrency("pod", shape=index)
 
-    def _pod_spec(self, template: Mapping[str, Any], where: str) -> dict[str, Any]:
+    def _pod_spec(
+        self, template: Mapping[str, Any], where: str, inherited: Inherited
+    ) -> dict[str, Any]:
         """The pod Argo builds for a template, as far as GPUs and placement go."""
         if "containerSet" in template:
             container_set = field(template, "containerSet", where, dict, {})
@@ -294,9 +385,11 @@ class _Reader:
             "containers": containers,
             "initContainers": list(field(template, "initContainers", where, list, ())),
         }
-        for key in ("nodeSelector", "affinity"):  # the template's override the workflow's
-            value = template.get(key, self.spec.get(key))
-            if value is not None:
+        # The template's own, else the enclosing steps/dag template's, else the workflow's;
+        # empty counts as unset (Argo checks the length).
+        for position, key in enumerate(("nodeSelector", "affinity")):
+            value = template.get(key) or inherited[position] or self.spec.get(key)
+            if value:
                 pod[key] = value
         for origin, patch in (
             (self.path, self.spec.get("podSpecPatch")),
@@ -329,8 +422,10 @@ class _Reader:
         except Exception:  # any YAML error: the patch is unreadable, which is handled
             return None
 
-    def _shape(self, name: str, template: Mapping[str, Any], where: str) -> PodShape | None:
-        pod = self._pod_spec(template, where)
+    def _shape(
+        self, name: str, template: Mapping[str, Any], where: str, inherited: Inherited
+    ) -> PodShape | None:
+        pod = self._pod_spec(template, where, inherited)
         gpus = read_gpus(pod, where, self.table, self.problems)
         if not gpus:
             return None
@@ -357,27 +452,38 @@ class _Reader:
             deadline=min(deadlines) if deadlines else None,
         )
 
-    def read(self) -> tuple[tuple[PodShape, ...], Concurrency]:
-        entrypoint = self.spec.get("entrypoint")
+    def read(self) -> tuple[tuple[PodShape, ...], Concurrency, Concurrency | None]:
+        """(pod shapes, what runs within the deadline, the exit handler that runs after)."""
         roots = []
+        entrypoint = self.spec.get("entrypoint")
         if isinstance(entrypoint, str) and entrypoint:
-            roots.append(self.node(entrypoint, 1, ()))
+            roots.append(self.call({"template": entrypoint}, self.path, 1, (), ""))
+        hooks = self.spec.get("hooks")
+        hooks = hooks if isinstance(hooks, dict) else {}
+        for hook_name, hook in hooks.items():
+            if hook_name != "exit" and isinstance(hook, dict):
+                roots.append(self.call(hook, f"{self.path}.hooks.{hook_name}", 1, (), ""))
+        tree = Concurrency("all", children=tuple(r for r in roots if r is not None))
+        parallelism = _int_or_string(self.spec.get("parallelism"))
+        if parallelism is not None:  # workflow parallelism counts pods
+            tree = Concurrency("cap", limit=parallelism, children=(tree,))
+
+        # The exit handler ignores the workflow deadline (workflowpod.go): its pods are
+        # bounded only by their own template deadlines.
+        exits = []
+        self.exiting = True
         on_exit = self.spec.get("onExit")
         if isinstance(on_exit, str) and on_exit:
-            roots.append(self.node(on_exit, 1, ()))
-        hooks = self.spec.get("hooks")
-        for hook in hooks.values() if isinstance(hooks, dict) else ():
-            if isinstance(hook, dict) and isinstance(hook.get("template"), str):
-                roots.append(self.node(hook["template"], 1, ()))
-        tree = Concurrency("all", children=tuple(roots))
-        parallelism = _int_or_string(self.spec.get("parallelism"))
-        if parallelism is not None:
-            tree = Concurrency("cap", limit=parallelism, children=(tree,))
+            exits.append(self.call({"template": on_exit}, f"{self.path}.onExit", 1, (), ""))
+        if isinstance(hooks.get("exit"), dict):
+            exits.append(self.call(hooks["exit"], f"{self.path}.hooks.exit", 1, (), ""))
+        self.exiting = False
+        exit_tree = Concurrency("all", children=tuple(e for e in exits if e is not None))
         shapes = tuple(
-            PodShape(s.label, s.gpus, s.placement, runs=self.runs[i], deadline=s.deadline)
+            s._replace(runs=self.runs[i], after_deadline=i in self.after_deadline)
             for i, s in enumerate(self.shapes)
         )
-        return shapes, tree
+        return shapes, tree, exit_tree if exit_tree.shapes() else None
 
 
 def _join(
@@ -426,11 +532,12 @@ def _workflow_workload(
         lookup=lookup,
         namespace=namespace,
     )
+    exit_tree = None
     if missing is not None:
         reader.unresolved.append(messages.workflow_template_ref(missing))
         shapes, tree = (), Concurrency("all")
     else:
-        shapes, tree = reader.read()
+        shapes, tree, exit_tree = reader.read()
     if not shapes and not reader.problems and not reader.unresolved:
         return None
     return Workload(
@@ -442,11 +549,12 @@ def _workflow_workload(
         annotations=annotations,
         workload_class=owner_class(metadata, request.username, policy, created=created),
         pods=shapes,
-        existing_deadline=read_deadline(spec, path),
+        existing_deadline=read_deadline(joined, path),  # a WorkflowTemplate's counts too
         deadline_path=deadline_path,
         problems=tuple(reader.problems),
         copy_to=copy_to,
         concurrency=tree,
+        exit_concurrency=exit_tree,
         notes=tuple(dict.fromkeys(reader.notes)),
         unresolved=tuple(reader.unresolved),
         informational=kind in ("WorkflowTemplate", "ClusterWorkflowTemplate"),
