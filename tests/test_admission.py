@@ -483,3 +483,11 @@ def test_every_captured_review_gets_a_well_formed_answer(
         jsonpatch.apply_patch(request["object"], ops)
     else:
         assert "patchType" not in response
+
+
+def test_a_review_without_user_groups_is_read() -> None:
+    body = capture("validate-pod-create-gpu")
+    del body["request"]["userInfo"]["groups"]
+    request = parse_review(json.dumps(body).encode())
+    assert request.groups == ()
+    assert request.username == "kubernetes-admin"

@@ -91,8 +91,10 @@ def parse_review(body: bytes) -> Request:
     user = request.get("userInfo") or {}
     if type(user) is not dict:
         raise ReviewError(messages.wrong_type("request.userInfo", "dict", user), uid)
-    groups = user.get("groups") or ()
-    if type(groups) is not list or not all(type(g) is str for g in groups):
+    groups = user.get("groups")
+    if groups is None:
+        groups = []
+    elif type(groups) is not list or not all(type(g) is str for g in groups):
         raise ReviewError("request.userInfo.groups must be a list of strings", uid)
     dry_run = request.get("dryRun") or False
     if type(dry_run) is not bool:

@@ -10,7 +10,6 @@ about ten of them inside a 30 µs budget.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
@@ -138,8 +137,7 @@ INFINITE = float("inf")
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Concurrency:
+class Concurrency(NamedTuple):
     """How many pods of each shape can run at once, as a tree evaluated with their prices.
 
     op `pod`: `times` copies of pods[shape]; `all`: children run together (sum);
@@ -154,7 +152,7 @@ class Concurrency:
     shape: int = -1
     times: float = 1
     limit: int = 0
-    children: tuple[Concurrency, ...] = ()
+    children: tuple[Concurrency, ...] = ()  # type: ignore[misc]  # recursive NamedTuple
 
     def peak(self, rates: Sequence[float]) -> float:
         """The most the tree can cost at once, given each shape's rate (e.g. $/h or GPUs)."""

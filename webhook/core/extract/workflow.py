@@ -354,7 +354,12 @@ class _Reader:
         runs: float,
         inherited: Inherited,
     ) -> Concurrency:
-        key = (name, json.dumps(inherited, sort_keys=True, default=str))
+        key = (
+            name,
+            ""
+            if inherited is _NO_PLACEMENT
+            else json.dumps(inherited, sort_keys=True, default=str),
+        )
         index = self.shape_of.get(key)
         if index is None:
             shape = self._shape(name, template, where, inherited)
