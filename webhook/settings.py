@@ -26,6 +26,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     approvers_dir: Path | None = None  # approvers' public keys (*.pem); none: no approvals
     log_level: str = "info"
-    # POST /noop answers a constant review without reading it: for benchmarks only, so the
-    # cost of costgate's own code shows next to the server's.
+    # POST /noop reads the body and answers a constant review without parsing it: for
+    # benchmarks only, so the cost of costgate's own code shows next to the server's.
     noop_endpoint: bool = False

@@ -38,6 +38,7 @@ def serve(settings: Settings, *, certfile: str, keyfile: str) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # the API server calls us directly; no proxy to trust
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
