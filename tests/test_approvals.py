@@ -39,6 +39,22 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     return pair.private_path, approvers
 
 
+def raw_claims(**changes) -> dict:
+    """Claims as a forger would write them, for tokens not made by `costgate approve`."""
+    claims = {
+        "iss": "costgate",
+        "aud": AUDIENCE,
+        "sub": "alice",
+        "ns": "team-a",
+        "experiment": "exp-1",
+        "max_usd": 1e9,
+        "iat": NOW,
+        "exp": NOW + 3600,
+    }
+    claims.update(changes)
+    return claims
+
+
 def token(key: Path, **claims) -> str:
     defaults = {
         "namespace": "team-a",
@@ -160,16 +176,7 @@ def test_a_payload_edited_after_signing_is_refused(keys, config) -> None:
 
 def test_alg_none_is_refused(keys, config) -> None:
     kid = keys[0].name.removesuffix(".key")
-    claims = {
-        "iss": "costgate",
-        "aud": AUDIENCE,
-        "sub": "alice",
-        "ns": "team-a",
-        "experiment": "exp-1",
-        "max_usd": 1e9,
-        "iat": NOW,
-        "exp": NOW + 3600,
-    }
+    claims = raw_claims(max_usd=1e9)
     unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": kid})
     decision = decide(expensive(unsigned), config)
     assert codes(decision) == ["invalid-approval"]
@@ -183,20 +190,7 @@ def test_hmac_with_the_public_key_as_secret_is_refused(keys, config) -> None:
     header = base64.urlsafe_b64encode(
         json.dumps({"alg": "HS256", "kid": kid, "typ": "JWT"}).encode()
     ).rstrip(b"=")
-    body = base64.urlsafe_b64encode(
-        json.dumps(
-            {
-                "iss": "costgate",
-                "aud": AUDIENCE,
-                "sub": "alice",
-                "ns": "team-a",
-                "experiment": "exp-1",
-                "max_usd": 1e9,
-                "iat": NOW,
-                "exp": NOW + 3600,
-            }
-        ).encode()
-    ).rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(raw_claims(max_usd=1e9)).encode()).rstrip(b"=")
 
     signature = base64.urlsafe_b64encode(
         hmac.new(public_pem, header + b"." + body, hashlib.sha256).digest()
@@ -211,16 +205,7 @@ def test_a_key_cannot_sign_for_another_approver(keys, config) -> None:
     kid = keys[0].name.removesuffix(".key")
 
     private = serialization.load_pem_private_key(keys[0].read_bytes(), password=None)
-    claims = {
-        "iss": "costgate",
-        "aud": AUDIENCE,
-        "sub": "bob",
-        "ns": "team-a",
-        "experiment": "exp-1",
-        "max_usd": 5000.0,
-        "iat": NOW,
-        "exp": NOW + 3600,
-    }
+    claims = raw_claims(sub="bob", max_usd=5000.0)
     forged = jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": kid})
     decision = decide(expensive(forged), config)
     assert codes(decision) == ["invalid-approval"]
@@ -238,18 +223,7 @@ def test_nan_max_usd_cannot_cover_everything(keys, config) -> None:
     kid = keys[0].name.removesuffix(".key")
 
     private = serialization.load_pem_private_key(keys[0].read_bytes(), password=None)
-    payload = json.dumps(
-        {
-            "iss": "costgate",
-            "aud": AUDIENCE,
-            "sub": "alice",
-            "ns": "team-a",
-            "experiment": "exp-1",
-            "max_usd": float("nan"),
-            "iat": NOW,
-            "exp": NOW + 3600,
-        }
-    )
+    payload = json.dumps(raw_claims(max_usd=float("nan")))
     forged = jwt.api_jws.encode(payload.encode(), private, algorithm="EdDSA", headers={"kid": kid})
     decision = decide(expensive(forged), config)
     assert codes(decision) == ["invalid-approval"]

@@ -28,9 +28,9 @@ def check_approval(
     """Every way the approval fails to cover this workload; [] when it covers it."""
     problems: list[str] = []
     if now > approval.expires_at + skew:
-        problems.append(messages.approval_expired(approval, now))
+        problems.append(messages.approval_expired(approval))
     if approval.issued_at > now + skew:
-        problems.append(messages.approval_not_yet_valid(approval, now))
+        problems.append(messages.approval_not_yet_valid(approval))
     if approval.namespace != workload.namespace:
         problems.append(messages.approval_wrong_namespace(approval, workload.namespace))
     if approval.experiment:

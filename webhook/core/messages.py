@@ -402,14 +402,14 @@ def _approval(approval: Approval) -> str:
     return f"the approval by {quote(approval.approver)} (key {approval.key_id})"
 
 
-def approval_expired(approval: Approval, now: float) -> str:
+def approval_expired(approval: Approval) -> str:
     return (
         f"{_approval(approval)} expired at {_when(approval.expires_at)}; ask "
         f"{quote(approval.approver)} for a new one (costgate approve --expires ...)"
     )
 
 
-def approval_not_yet_valid(approval: Approval, now: float) -> str:
+def approval_not_yet_valid(approval: Approval) -> str:
     return f"{_approval(approval)} is issued for {_when(approval.issued_at)}, in the future"
 
 
