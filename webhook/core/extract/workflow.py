@@ -222,6 +222,8 @@ class _Reader:
                 template.get("nodeSelector") or inherited[0],
                 template.get("affinity") or inherited[1],
             )
+            if placement == _NO_PLACEMENT:
+                placement = _NO_PLACEMENT  # the shared key: no JSON to build per template
             groups = self._children(template, where, runs, stack, scope, placement)
             # Template parallelism caps running children (a nested steps/dag counts as one).
             op = "each" if parallelism is not None else "all"
