@@ -122,7 +122,7 @@ def _gate(
         return [], None
     namespace = workload.namespace
     if policy.over_threshold == "deny":
-        text = messages.over_threshold_no_approvals(estimate, limit, namespace, cost_text)
+        text = messages.over_threshold(estimate, limit, namespace, cost_text, approvals=False)
         return [Reason("over-threshold", text)], None
     token = workload.annotations.get(ANNOTATION_APPROVAL)
     if not token:

@@ -54,7 +54,6 @@ __all__ = [
     "money",
     "out_of_range",
     "over_threshold",
-    "over_threshold_no_approvals",
     "quote",
     "resource_template",
     "runtime_ignored_for_serving",
@@ -261,13 +260,25 @@ def annotation_outpriced(annotated: str, allowed: str) -> str:
 
 
 def over_threshold(
-    estimate: Estimate, limit: float, namespace: str, cost_text: str | None = None
+    estimate: Estimate,
+    limit: float,
+    namespace: str,
+    cost_text: str | None = None,
+    *,
+    approvals: bool = True,
 ) -> str:
+    """Over the limit; the way through is an approval, or less GPU time where the namespace
+    takes no approvals."""
     kind = "/month serving" if estimate.per_month else ""
+    way = (
+        f"; ask an approver for a token (costgate approve ...) and set annotation "
+        f"{ANNOTATION_APPROVAL}"
+        if approvals
+        else f", which takes no approvals; use fewer GPUs or a shorter {ANNOTATION_MAX_RUNTIME}"
+    )
     return (
         f"estimated cost {cost_text or cost(estimate)} exceeds the {money(limit)}{kind} "
-        f"limit for namespace {quote(namespace)}; ask an approver for a token "
-        f"(costgate approve ...) and set annotation {ANNOTATION_APPROVAL}"
+        f"limit for namespace {quote(namespace)}{way}"
     )
 
 
@@ -480,16 +491,6 @@ def approved(approval: Approval) -> str:
     return warning(
         f"approved by {approval.approver} (key {approval.key_id}) up to "
         f"{money(approval.max_usd)} until {_when(approval.expires_at)}"
-    )
-
-
-def over_threshold_no_approvals(
-    estimate: Estimate, limit: float, namespace: str, cost_text: str | None = None
-) -> str:
-    return (
-        f"estimated cost {cost_text or cost(estimate)} exceeds the {money(limit)} limit for "
-        f"namespace {quote(namespace)}, which takes no approvals; use fewer GPUs or a shorter "
-        f"costgate.io/max-runtime"
     )
 
 
