@@ -14,8 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -36,8 +35,7 @@ Endpoint = Literal["mutate", "validate"]
 _MUTATE_DENIES = frozenset({"invalid-request", "invalid-gpu-request", "invalid-runtime"})
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     status: int
     body: bytes
     # for metrics: the kind reviewed and the outcome ("allow", "deny", "warn", "error", ...)
