@@ -222,7 +222,6 @@ def parse_pricing(data: object, origin: str = "pricing") -> PriceTable:
         resources[name] = ResourceRule(
             name=name,
             fraction=float(Fraction(str(rule.fraction))),
-            fraction_text=str(rule.fraction),
             of=of,
         )
     label_values: dict[str, dict[str, tuple[str, ...]]] = {key: {} for key in model.label_keys}

@@ -23,6 +23,11 @@ H100 = EstimateLine(8, "h100-80gb", 6.0, "h100-80gb", True)
 MIG = EstimateLine(1, "h100-80gb/mig-1g.10gb", 6.0 / 7, "h100-80gb", True)
 
 
+def _estimate_warning(estimate: Estimate) -> str:
+    gpus = sum(line.count for line in estimate.lines)  # every line runs at once here
+    return messages.estimate_warning(estimate, messages.cost(estimate), gpus)
+
+
 def _decision_texts(name: str, obj, config) -> dict[str, str]:
     decision = evaluate(request(obj) if isinstance(obj, dict) else obj, config=config)
     texts = {}
@@ -42,10 +47,10 @@ def current(config) -> dict[str, str]:
         "serving": messages.over_threshold(
             Estimate((H100,), 730, 35040.0, per_month=True), 2000, "serving"
         ),
-        "estimate-warning": messages.estimate_warning(
+        "estimate-warning": _estimate_warning(
             Estimate((EstimateLine(1, "a10g", 1.0, "a10g", True),), 12, 12.0)
         ),
-        "long-estimate-warning": messages.estimate_warning(
+        "long-estimate-warning": _estimate_warning(
             Estimate((H100, MIG, EstimateLine(2, "l4", 1.6688, "l4", True)), 12, 1000.0)
         ),
         "missing-one": messages.missing_labels(

@@ -13,23 +13,17 @@ from typing import Any
 __all__ = ["GpuType", "Memo", "PriceTable", "ResourceRule", "normalize_label_value"]
 
 
-class Memo:
+class Memo(dict[Any, Any]):
     """A bounded dict for pure lookups: emptied whole when full, so request-supplied keys
-    cannot grow it without bound."""
+    cannot grow it without bound. Reads are plain `dict.get` (the hot path); writes go
+    through `put`."""
 
-    __slots__ = ("_data", "_limit")
-
-    def __init__(self, limit: int = 4096) -> None:  # see _MEMO_LIMIT
-        self._data: dict[Any, Any] = {}
-        self._limit = limit
-
-    def get(self, key: Any) -> Any:
-        return self._data.get(key)
+    limit = 4096
 
     def put(self, key: Any, value: Any) -> Any:
-        if len(self._data) >= self._limit:
-            self._data.clear()
-        self._data[key] = value
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
         return value
 
 
@@ -53,12 +47,10 @@ class ResourceRule:
 
     name: str
     fraction: float = 1.0
-    fraction_text: str = "1"
     of: tuple[str, ...] = ()  # empty: every GPU type whose `resource` is this name
 
 
 _GPU_GROUPS = frozenset({"nvidia.com", "amd.com"})
-_MEMO_LIMIT = 4096
 
 
 def normalize_label_value(value: str) -> str:
@@ -89,9 +81,7 @@ class PriceTable:
     _instance_types_folded: dict[str, str] = field(default_factory=dict, repr=False)
     _resource_sets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     memo: Memo = field(default_factory=Memo, repr=False, compare=False)  # see pricing
-    # resource name -> whether it requests GPUs; read directly on the hot path, bounded by
-    # is_gpu_resource (which fills it)
-    gpu_names: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+    gpu_names: Memo = field(default_factory=Memo, repr=False, compare=False)  # name -> is GPU
 
     def __post_init__(self) -> None:
         for rule in self.resources.values():
@@ -103,7 +93,7 @@ class PriceTable:
 
     def by_price(self, ids: Iterable[str]) -> tuple[str, ...]:
         """GPU ids, most expensive first (ties by id, so the order is stable)."""
-        return tuple(sorted(set(ids), key=lambda i: (-self.gpus[i].usd_per_hour, i)))
+        return tuple(sorted(set(ids), key=self._price_order))
 
     def is_gpu_resource(self, name: str) -> bool:
         """Known GPU resources, and names that look like one, so that a GPU under an
@@ -111,14 +101,15 @@ class PriceTable:
         known = self.gpu_names.get(name)
         if known is None:
             group, _, resource = name.partition("/")
-            known = name in self.resources or (
-                bool(resource)
-                and ("gpu" in resource or resource.startswith("mig-") or group in _GPU_GROUPS)
+            known = self.gpu_names.put(
+                name,
+                name in self.resources
+                or (
+                    bool(resource)
+                    and ("gpu" in resource or resource.startswith("mig-") or group in _GPU_GROUPS)
+                ),
             )
-            if len(self.gpu_names) >= _MEMO_LIMIT:  # names come from requests: stay bounded
-                self.gpu_names.clear()
-            self.gpu_names[name] = known
-        return known
+        return bool(known)
 
     def candidates(self, resource: str) -> tuple[str, ...]:
         """GPU types a resource can be, most expensive first; empty for unknown resources."""
@@ -127,17 +118,13 @@ class PriceTable:
     def dearest_fitting(self, resource: str, types: frozenset[str]) -> str | None:
         """The dearest of `types` that `resource` can be, or None."""
         allowed = self._resource_sets.get(resource, ())
-        best = None
-        for gpu_id in types:
-            if gpu_id in allowed and (
-                best is None
-                or self.gpus[gpu_id].usd_per_hour > self.gpus[best].usd_per_hour
-                or (
-                    self.gpus[gpu_id].usd_per_hour == self.gpus[best].usd_per_hour and gpu_id < best
-                )
-            ):
-                best = gpu_id
-        return best
+        fitting = [gpu_id for gpu_id in types if gpu_id in allowed]
+        if not fitting:
+            return None
+        return min(fitting, key=self._price_order)  # the same order as by_price
+
+    def _price_order(self, gpu_id: str) -> tuple[float, str]:
+        return (-self.gpus[gpu_id].usd_per_hour, gpu_id)
 
     def most_expensive(self) -> str:
         return self.by_price(self.gpus)[0]
@@ -152,10 +139,6 @@ class PriceTable:
             gpu = self._instance_types_folded.get(value.strip().lower())
             return (gpu,) if gpu else ()
         return None
-
-    def gpu_keys(self) -> tuple[str, ...]:
-        """Every node label key that names GPU types, directly or through instance types."""
-        return (*self.label_values, *self.instance_type_keys)
 
     def resolve_alias(self, text: str) -> tuple[str, ...]:
         """GPU ids a free-text type names (the gpu-type annotation): an id, or any alias."""

@@ -236,8 +236,7 @@ def decide(
     if allowed:
         warnings = runtime_warnings + warnings
         if estimate is not None and not workload.informational:
-            gpus = workload.total_gpus if workload.concurrency is not None else None
-            warnings.insert(0, messages.estimate_warning(estimate, cost_text, gpus))
+            warnings.insert(0, messages.estimate_warning(estimate, cost_text, workload.total_gpus))
 
     audit = {
         "decision": "allow" if not reasons else ("deny" if enforce else "warn"),

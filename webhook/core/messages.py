@@ -152,16 +152,12 @@ def warning(text: str) -> str:
     return line if len(line) <= _MAX_WARNING else line[: _MAX_WARNING - 1] + "…"
 
 
-def estimate_warning(
-    estimate: Estimate, cost_text: str | None = None, gpus: float | None = None
-) -> str:
-    """The warning every admitted GPU workload gets; `cost_text` is `cost(estimate)` if the
-    caller has it already, `gpus` the most GPUs the workload runs at once."""
-    line = WARNING_PREFIX + "estimated cost " + (cost_text or cost(estimate))
+def estimate_warning(estimate: Estimate, cost_text: str, gpus: float) -> str:
+    """The warning every admitted GPU workload gets: `cost_text` is `cost(estimate)`, `gpus`
+    the most GPUs the workload runs at once (for the short form)."""
+    line = WARNING_PREFIX + "estimated cost " + cost_text
     if len(line) <= _SHORT_WARNING:
         return line
-    if gpus is None:
-        gpus = sum(line.count for line in estimate.lines)
     suffix = (
         "/month" if estimate.per_month else f" over {format_hours(round(estimate.hours * 3600))}"
     )
@@ -321,25 +317,27 @@ def out_of_range(path: str, value: object, high: int) -> str:
     return f"field {path} must be a whole number from 0 to {high}, not {quote(value)}"
 
 
+# what a field should be (ObjectError's `expected`), and what a value is, in words
 _TYPE_NAMES = {
     "dict": "an object",
+    "object": "an object",
     "list": "a list",
     "str": "a string",
     "int": "an integer",
-    "object": "an object",
+    "bool": "a boolean",
+}
+_VALUE_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
 }
 
 
 def _describe(value: object) -> str:
-    names = {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        int: "a number",
-        float: "a number",
-        bool: "a boolean",
-    }
-    return names.get(type(value), type(value).__name__)
+    return _VALUE_NAMES.get(type(value), type(value).__name__)
 
 
 def invalid_max_fanout(value: object) -> str:

@@ -83,7 +83,7 @@ class Request(NamedTuple):
     """The part of an AdmissionReview request the core reads; built by the wire adapter or CLI."""
 
     uid: str
-    operation: str
+    operation: Operation
     group: str
     kind: str
     namespace: str
@@ -251,10 +251,6 @@ class Estimate(NamedTuple):
     # steps: Σ per template runs × price × per-run hours (Workflows with step deadlines).
     basis: Literal["runtime", "peak", "steps"] = "runtime"
     peak_usd_per_hour: float = 0.0
-
-    @property
-    def usd_per_hour(self) -> float:
-        return sum(line.count * line.usd_per_hour for line in self.lines)
 
 
 class Approval(NamedTuple):

@@ -15,7 +15,15 @@ from ..catalog import PriceTable
 from ..policy import Policy
 from ..types import ANNOTATION_GPU_TYPE, PodShape, Reason, Request, Workload
 from .owner import owner_class
-from .podspec import ObjectError, field, read_deadline, read_gpus, read_metadata, read_placement
+from .podspec import (
+    ObjectError,
+    field,
+    identity,
+    read_deadline,
+    read_gpus,
+    read_metadata,
+    read_placement,
+)
 
 __all__ = ["extract_cronjob", "extract_job"]
 
@@ -61,11 +69,12 @@ def _job_workload(
     placement = read_placement(
         pod_spec, f"{path}.template.spec", merged_annotations, ANNOTATION_GPU_TYPE
     )
+    namespace, name, generate_name = identity(request, metadata)
     return Workload(
         kind=kind,
-        namespace=request.namespace or str(metadata.get("namespace") or ""),
-        name=request.name or str(metadata.get("name") or ""),
-        generate_name=str(metadata.get("generateName") or ""),
+        namespace=namespace,
+        name=name,
+        generate_name=generate_name,
         labels=merged_labels,
         annotations=merged_annotations,
         workload_class=owner_class(metadata, request.username, policy, created=kind),

@@ -6,7 +6,7 @@ from ..catalog import PriceTable
 from ..policy import Policy
 from ..types import ANNOTATION_GPU_TYPE, PodShape, Reason, Request, Workload
 from .owner import owner_class
-from .podspec import field, read_deadline, read_gpus, read_metadata, read_placement
+from .podspec import field, identity, read_deadline, read_gpus, read_metadata, read_placement
 
 __all__ = ["extract_pod"]
 
@@ -23,11 +23,12 @@ def extract_pod(
         return None
     metadata, labels, annotations = read_metadata(obj)
     placement = read_placement(spec, "spec", annotations, ANNOTATION_GPU_TYPE)
+    namespace, name, generate_name = identity(request, metadata)
     return Workload(
         kind="Pod",
-        namespace=request.namespace or str(metadata.get("namespace") or ""),
-        name=request.name or str(metadata.get("name") or ""),
-        generate_name=str(metadata.get("generateName") or ""),
+        namespace=namespace,
+        name=name,
+        generate_name=generate_name,
         labels=labels,
         annotations=annotations,
         workload_class=owner_class(metadata, request.username, policy),

@@ -14,11 +14,12 @@ from typing import Any
 from .. import messages
 from ..catalog import PriceTable
 from ..quantities import MAX_DEADLINE_SECONDS, parse_quantity
-from ..types import GpuRequest, Placement, Reason
+from ..types import GpuRequest, Placement, Reason, Request
 
 __all__ = [
     "ObjectError",
     "field",
+    "identity",
     "read_deadline",
     "read_gpus",
     "read_metadata",
@@ -73,22 +74,18 @@ def _container_gpus(
                 continue
             if type(raw) is str and raw.isascii() and raw.isdigit():  # "8": the usual case
                 count = int(raw)
-                if found is None:
-                    found = {}
-                if count > found.get(name, -1):
-                    found[name] = count
-                continue
-            quantity = parse_quantity(raw)
-            if quantity is None or quantity < 0 or quantity != quantity.to_integral_value():
-                text = messages.invalid_gpu_quantity(
-                    container.get("name") or f"{where}[{index}]", name, raw
-                )
-                if not any(p.message == text for p in problems):  # limits repeat requests
-                    problems.append(Reason("invalid-gpu-request", text))
-                continue
+            else:
+                quantity = parse_quantity(raw)
+                if quantity is None or quantity < 0 or quantity != quantity.to_integral_value():
+                    text = messages.invalid_gpu_quantity(
+                        container.get("name") or f"{where}[{index}]", name, raw
+                    )
+                    if not any(p.message == text for p in problems):  # limits repeat requests
+                        problems.append(Reason("invalid-gpu-request", text))
+                    continue
+                count = int(quantity)
             if found is None:
                 found = {}
-            count = int(quantity)
             if count > found.get(name, -1):
                 found[name] = count
     return found
@@ -141,6 +138,16 @@ def read_metadata(
     labels = field(metadata, "labels", where, dict, {})
     annotations = field(metadata, "annotations", where, dict, {})
     return metadata, labels, annotations
+
+
+def identity(request: Request, metadata: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(namespace, name, generateName): the request's when it names them, else the object's.
+    The mutating webhook sees generateName objects before they have a name."""
+    return (
+        request.namespace or str(metadata.get("namespace") or ""),
+        request.name or str(metadata.get("name") or ""),
+        str(metadata.get("generateName") or ""),
+    )
 
 
 def read_deadline(spec: Mapping[str, Any], path: str) -> int | None:

@@ -28,7 +28,15 @@ from ..types import (
     Workload,
 )
 from .owner import owner_class
-from .podspec import ObjectError, field, read_deadline, read_gpus, read_metadata, read_placement
+from .podspec import (
+    ObjectError,
+    field,
+    identity,
+    read_deadline,
+    read_gpus,
+    read_metadata,
+    read_placement,
+)
 
 __all__ = [
     "ANNOTATION_MAX_FANOUT",
@@ -158,7 +166,7 @@ class _Reader:
     def _fanout(self, step: Mapping[str, Any], where: str) -> float:
         items = step.get("withItems")
         if items is not None:
-            return len(items) if type(items) is list else self._unknown_fanout(where)
+            return len(items) if type(items) is list else self._unknown_fanout()
         sequence = step.get("withSequence")
         if sequence is not None:
             if type(sequence) is not dict:
@@ -170,12 +178,12 @@ class _Reader:
             end = _int_or_string(sequence.get("end"))
             if start is not None and end is not None:
                 return abs(end - start) + 1
-            return self._unknown_fanout(where)
+            return self._unknown_fanout()
         if step.get("withParam") is not None:
-            return self._unknown_fanout(where)
+            return self._unknown_fanout()
         return 1
 
-    def _unknown_fanout(self, where: str) -> float:
+    def _unknown_fanout(self) -> float:
         """A fan-out known only at run time: the declared maximum, else unbounded (a
         parallelism cap above may still bound the cost)."""
         return INFINITE if self.max_fanout is None else self.max_fanout
@@ -254,25 +262,21 @@ class _Reader:
         inherited: Inherited,
     ) -> list[tuple[Concurrency, ...]]:
         """Step groups (run one after another) or the DAG's tasks (one group)."""
+        lists: list[tuple[list[Any], str]] = []
         if "steps" in template:
-            groups = []
             for g, group in enumerate(field(template, "steps", where, list, ())):
                 if type(group) is not list:
                     raise ObjectError(f"{where}.steps[{g}]", "list", group)
-                groups.append(
-                    tuple(
-                        self._step(step, f"{where}.steps[{g}][{s}]", runs, stack, scope, inherited)
-                        for s, step in enumerate(group)
-                    )
-                )
-            return groups
-        dag = field(template, "dag", where, dict, {})
-        tasks = field(dag, "tasks", f"{where}.dag", list, ())
+                lists.append((group, f"{where}.steps[{g}]"))
+        else:
+            dag = field(template, "dag", where, dict, {})
+            lists.append((field(dag, "tasks", f"{where}.dag", list, ()), f"{where}.dag.tasks"))
         return [
             tuple(
-                self._step(task, f"{where}.dag.tasks[{t}]", runs, stack, scope, inherited)
-                for t, task in enumerate(tasks)
+                self._step(step, f"{prefix}[{i}]", runs, stack, scope, inherited)
+                for i, step in enumerate(steps)
             )
+            for steps, prefix in lists
         ]
 
     def call(
@@ -527,7 +531,7 @@ def _workflow_workload(
     options: Mapping[str, Any],
     created: str,
 ) -> Workload | None:
-    namespace = request.namespace or str(metadata.get("namespace") or "")
+    namespace, name, generate_name = identity(request, metadata)
     lookup = options.get("lookup")
     joined, missing = _join(spec, lookup, namespace)
     reader = _Reader(
@@ -550,8 +554,8 @@ def _workflow_workload(
     return Workload(
         kind=kind,
         namespace=namespace,
-        name=request.name or str(metadata.get("name") or ""),
-        generate_name=str(metadata.get("generateName") or ""),
+        name=name,
+        generate_name=generate_name,
         labels=labels,
         annotations=annotations,
         workload_class=owner_class(metadata, request.username, policy, created=created),
