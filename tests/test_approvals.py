@@ -14,7 +14,6 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.conftest import policy_with
 from tests.core.builders import pod, request
@@ -305,8 +304,6 @@ def test_minting_refuses_bad_arguments(keys) -> None:
 
 def test_a_foreign_file_in_the_approvers_directory_is_skipped(keys) -> None:
     (keys[1] / "junk.pem").write_text("not a key")
-    other = Ed25519PrivateKey.generate()  # unrelated, unlisted
-    assert other is not None
     keyring = Keyring(keys[1])
     assert keyring.key_ids == (keys[0].name.removesuffix(".key"),)
     assert isinstance(keyring.verify(token(keys[0])), Approval)
@@ -418,3 +415,15 @@ def test_the_real_server_admits_an_approved_pod(tmp_path: Path, keys) -> None:
     finally:
         _stop(process)
     assert approval not in log.read_text()  # no token contents in logs
+
+
+def test_an_approval_where_the_webhook_has_no_keys_says_so(keys, table, policy) -> None:
+    decision = decide(expensive(token(keys[0])), Config(table, policy))
+    assert codes(decision) == ["invalid-approval"]
+    assert "this webhook has no approver keys" in decision.reasons[0].message
+
+
+def test_an_oversized_token_is_refused_before_parsing(keys) -> None:
+    verdict = Keyring(keys[1]).verify("a" * 5000)
+    assert isinstance(verdict, Reason)
+    assert "(too long)" in verdict.message

@@ -180,3 +180,10 @@ def test_the_bundled_policy_has_the_documented_defaults(policy) -> None:
     assert default.unknown_gpu == "most-expensive"
     assert default.mode == "enforce"
     assert "kube-system" in policy.exempt_namespaces
+
+
+def test_an_unknown_approver_group_is_refused() -> None:
+    data = policy_data()
+    data["namespaces"] = {"ml": {"approvers": ["group:leads"]}}
+    with pytest.raises(TableError, match=r"namespaces.ml: approvers: unknown group 'leads'"):
+        parse_policy(data, "policy.yaml")
