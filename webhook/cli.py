@@ -148,6 +148,58 @@ def _certs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _status(args: argparse.Namespace) -> int:
+    import orjson
+
+    from .state.report import render_status
+
+    if args.server:
+        import httpx
+
+        verify: bool | str = str(args.ca) if args.ca else True
+        query = {"namespace": args.namespace} if args.namespace else {}
+        try:
+            response = httpx.get(f"{args.server.rstrip('/')}/status", params=query, verify=verify)
+        except httpx.HTTPError as exc:
+            print(f"costgate: cannot reach {args.server}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if response.status_code != 200:
+            print(f"costgate: {args.server} answered {response.status_code}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        report = response.json()
+    else:
+        from .state.cluster import cluster_state
+        from .state.report import usage_report
+
+        config = load_config(args.pricing, args.policy)
+        try:
+            state = cluster_state(
+                lambda: config,
+                ledger_namespace=args.ledger_namespace,
+                kubeconfig=args.kubeconfig,
+                context=args.context,
+                watch_seconds=5,
+            )
+        except Exception as exc:  # no kubeconfig, bad context: say which
+            print(f"costgate: cannot load cluster credentials: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        assert state.cluster is not None
+        state.cluster.start()
+        try:
+            if not state.cluster.wait_synced(args.timeout):
+                sync = state.cluster.sync_state()
+                print(f"costgate: the cluster did not answer in time: {sync}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            report = usage_report(state, config.policy, namespace=args.namespace, now=time.time())
+        finally:
+            state.cluster.stop()
+    if args.output == "json":
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_status(report))
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="costgate", description="Price GPU workloads before they start."
@@ -205,6 +257,19 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("--expires", required=True, help="lifetime, e.g. 24h or 7d")
     approve.add_argument("--reason", help="why (recorded in the token)")
     approve.set_defaults(run=_approve)
+
+    status = commands.add_parser("status", help="usage against quotas and budgets")
+    status.add_argument("-n", "--namespace", help="only this namespace")
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    status.add_argument("--server", help="ask a running webhook (https://HOST:PORT) instead")
+    status.add_argument("--ca", type=Path, help="CA certificate of --server")
+    status.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
+    status.add_argument("--context", help="kubeconfig context")
+    status.add_argument("--ledger-namespace", default="costgate-system")
+    status.add_argument("--policy", type=Path, help="the policy the webhook runs (quotas)")
+    status.add_argument("--pricing", type=Path)
+    status.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the lists")
+    status.set_defaults(run=_status)
 
     certs = commands.add_parser("certs", help="a CA and serving certificate for the webhook")
     certs.add_argument("--out", type=Path, default=Path("certs/out"))

@@ -10,11 +10,12 @@ request id and never shown to the client as a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -22,7 +23,11 @@ from .admission import ReviewError, error_review, parse_review, response_review
 from .core import messages
 from .core.engine import Config, evaluate, handles
 from .core.patch import patch_ops
-from .core.types import Decision
+from .core.quota import over_budget_now, refused
+from .core.types import Decision, Reason, Request
+
+if TYPE_CHECKING:
+    from .state import State
 
 __all__ = ["AdmissionService", "Answer", "Endpoint", "Observer"]
 
@@ -67,14 +72,31 @@ class AdmissionService:
         *,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
+        state: State | None = None,
     ) -> None:
         self._config = config if callable(config) else (lambda: config)
         self._observer = observer or _NoObserver()
         self._clock = clock
+        self.state = state
 
     def handle(self, body: bytes, endpoint: Endpoint) -> Answer:
         started = time.perf_counter()
-        answer = self._answer(body, endpoint)
+        step = self._answer(body, endpoint)
+        answer = step if isinstance(step, Answer) else step.finish()
+        self._observer.observe(endpoint, answer, time.perf_counter() - started)
+        return answer
+
+    async def handle_async(self, body: bytes, endpoint: Endpoint) -> Answer:
+        """As `handle`, with a ledger write that waits on the API server run off the event
+        loop, so that other reviews are answered meanwhile."""
+        started = time.perf_counter()
+        step = self._answer(body, endpoint)
+        if isinstance(step, Answer):
+            answer = step
+        elif self.state is not None and self.state.blocking:
+            answer = await asyncio.to_thread(step.finish)
+        else:
+            answer = step.finish()
         self._observer.observe(endpoint, answer, time.perf_counter() - started)
         return answer
 
@@ -84,7 +106,7 @@ class AdmissionService:
         self._observer.observe(endpoint, answer, 0.0)
         return answer
 
-    def _answer(self, body: bytes, endpoint: Endpoint) -> Answer:
+    def _answer(self, body: bytes, endpoint: Endpoint) -> Answer | _Admitted:
         try:
             request = parse_review(body)
         except ReviewError as exc:
@@ -94,27 +116,40 @@ class AdmissionService:
         config: Config | None = None
         try:
             config = self._config()
-            decision = evaluate(request, config=config, now=self._clock())
+            now = self._clock()
+            decision = evaluate(request, config=config, now=now, state=self.state)
             if endpoint == "mutate":
                 return self._mutate(request.uid, request.obj, kind, decision)
+            if self.state is not None and decision.allowed and decision.usage is not None:
+                if not self.state.ready() and _limited(decision, config):
+                    decision = _unavailable(
+                        decision, config, "its view of the cluster is not in sync"
+                    )
+                elif not request.dry_run:  # a dry run is never charged
+                    return _Admitted(self, request, kind, decision, config, now)
             return Answer(200, response_review(request.uid, decision), kind, _outcome(decision))
         except Exception:
-            request_id = uuid.uuid4().hex[:12]
-            log.exception(
-                "internal error evaluating review",
-                extra={
-                    "request_id": request_id,
-                    "uid": request.uid,
-                    "kind": request.kind,
-                    "namespace": request.namespace,
-                    "endpoint": endpoint,
-                },
-            )
-            allow = config is not None and config.policy.on_internal_error == "allow"
-            payload = error_review(
-                request.uid, messages.internal_error(request_id), status=500, allowed=allow
-            )
-            return Answer(200, payload, kind, "error")
+            return self._internal_error(request, kind, endpoint, config)
+
+    def _internal_error(
+        self, request: Request, kind: str, endpoint: Endpoint, config: Config | None
+    ) -> Answer:
+        request_id = uuid.uuid4().hex[:12]
+        log.exception(
+            "internal error evaluating review",
+            extra={
+                "request_id": request_id,
+                "uid": request.uid,
+                "kind": request.kind,
+                "namespace": request.namespace,
+                "endpoint": endpoint,
+            },
+        )
+        allow = config is not None and config.policy.on_internal_error == "allow"
+        payload = error_review(
+            request.uid, messages.internal_error(request_id), status=500, allowed=allow
+        )
+        return Answer(200, payload, kind, "error")
 
     def _mutate(self, uid: str, obj: dict, kind: str, decision: Decision) -> Answer:
         if not decision.allowed and any(r.code in _MUTATE_DENIES for r in decision.reasons):
@@ -131,3 +166,62 @@ class AdmissionService:
         if exc.uid is None:
             return Answer(exc.status, orjson.dumps({"error": message}), "", "invalid")
         return Answer(200, error_review(exc.uid, message, status=exc.status), "", "invalid")
+
+
+def _limited(decision: Decision, config: Config) -> bool:
+    workload = decision.workload
+    return workload is not None and config.policy.for_namespace(workload.namespace).limits_anything
+
+
+def _unavailable(decision: Decision, config: Config, detail: str) -> Decision:
+    """The policy's answer when quotas or budgets apply but the state cannot be used."""
+    if config.policy.on_state_unavailable == "allow":
+        note = messages.warning(messages.state_unavailable(detail) + " (allowed by policy)")
+        return decision._replace(warnings=(*decision.warnings, note), charge=None)
+    return refused(decision, Reason("state-unavailable", messages.state_unavailable(detail)))
+
+
+class _Admitted:
+    """An allowed review whose workload must be recorded (budget charge, quota hold) before
+    the answer goes out. Finished apart because the ledger write may wait on the network."""
+
+    __slots__ = ("config", "decision", "kind", "now", "request", "service")
+
+    def __init__(
+        self,
+        service: AdmissionService,
+        request: Request,
+        kind: str,
+        decision: Decision,
+        config: Config,
+        now: float,
+    ) -> None:
+        self.service = service
+        self.request = request
+        self.kind = kind
+        self.decision = decision
+        self.config = config
+        self.now = now
+
+    def finish(self) -> Answer:
+        request, decision = self.request, self.decision
+        try:
+            state = self.service.state
+            assert state is not None
+            metadata = request.obj.get("metadata")
+            uid = str(metadata.get("uid") or request.uid) if isinstance(metadata, dict) else ""
+            # an update charges what it adds, under its own entry
+            entry = uid if request.operation == "CREATE" else f"{uid}+{int(self.now * 1000)}"
+            result = state.record(uid, decision, self.now, entry)
+            if result is not None and not result.ok:
+                if result.error:
+                    decision = _unavailable(decision, self.config, result.error)
+                    if decision.allowed:  # allowed unrecorded: the quota still holds it
+                        state.record(uid, decision, self.now)
+                else:
+                    decision = refused(decision, over_budget_now(decision, result.spent))
+            return Answer(
+                200, response_review(request.uid, decision), self.kind, _outcome(decision)
+            )
+        except Exception:
+            return self.service._internal_error(request, self.kind, "validate", self.config)

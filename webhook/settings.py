@@ -4,6 +4,7 @@ passed down; nothing reads the environment after start-up."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     approvers_dir: Path | None = None  # approvers' public keys (*.pem); none: no approvals
     log_level: str = "info"
+    log_format: Literal["json"] = "json"  # one JSON object per line
+    # Quota and budget state: memory (one process, the embedded default) or cluster (a
+    # watch cache of live workloads and a ConfigMap ledger, shared by every replica).
+    state: Literal["memory", "cluster"] = "memory"
+    ledger_namespace: str = "costgate-system"  # where the ledger ConfigMaps live
+    kubeconfig: Path | None = None  # cluster state: this kubeconfig; default in-cluster
+    kube_context: str | None = None
     # POST /noop reads the body and answers a constant review without parsing it: for
     # benchmarks only, so the cost of costgate's own code shows next to the server's.
     noop_endpoint: bool = False

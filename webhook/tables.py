@@ -18,6 +18,7 @@ from .core.catalog import GpuType, PriceTable, ResourceRule, normalize_label_val
 from .core.engine import Config
 from .core.policy import NamespacePolicy, Policy, TrustedController
 from .core.quantities import parse_duration
+from .core.quota import Budget, Quota
 from .core.types import ApprovalVerifier
 
 __all__ = [
@@ -123,6 +124,28 @@ class _Pricing(_Strict):
 
 
 _Duration = Annotated[str, Field(min_length=1)]
+_Gpus = Annotated[float, Field(ge=0)]
+_Usd = Annotated[float, Field(ge=0)]
+
+
+class _Quota(_Strict):
+    max_gpus: _Gpus | None = None
+    max_gpus_by_type: dict[str, _Gpus] = {}
+    max_committed_usd: _Usd | None = None
+
+    def build(self) -> Quota:
+        return Quota(
+            self.max_gpus, tuple(sorted(self.max_gpus_by_type.items())), self.max_committed_usd
+        )
+
+
+class _Budget(_Strict):
+    usd: _Usd | None = None  # each experiment's budget
+    period: Literal["lifetime", "month"] = "lifetime"
+    experiments: dict[str, _Usd] = {}  # experiments with their own budget
+
+    def build(self) -> Budget:
+        return Budget(self.usd, self.period, tuple(sorted(self.experiments.items())))
 
 
 class _NamespaceRules(_Strict):
@@ -138,6 +161,12 @@ class _NamespaceRules(_Strict):
     over_threshold: Literal["require-approval", "deny"] | None = None
     approvers: list[str] | None = None  # approver names, key ids, or group:<name>
     max_approval_usd: Annotated[float, Field(gt=0)] | None = None
+    allowed_gpu_types: list[str] | None = None
+    quota: _Quota | None = None
+    owner_quota: _Quota | None = None
+    owners: dict[str, _Quota] | None = None
+    budget: _Budget | None = None
+    quota_warning_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
 
     @field_validator(
         "default_runtime", "max_runtime", "approval_clock_skew", mode="before", check_fields=False
@@ -168,6 +197,7 @@ class _Controller(_Strict):
 class _Policy(_NamespaceRules):
     version: Literal[1]
     on_internal_error: Literal["deny", "allow"] = "deny"
+    on_state_unavailable: Literal["deny", "allow"] = "deny"
     hours_per_month: Annotated[float, Field(gt=0, le=744)] = 730.0
     approval_clock_skew: _Duration = "60s"
     approver_groups: dict[str, list[str]] = {}
@@ -280,6 +310,19 @@ def _namespace_policy(
         max_approval_usd=base.max_approval_usd
         if rules.max_approval_usd is None
         else rules.max_approval_usd,
+        # each block replaces the default's block as a whole: a namespace's quota is its own
+        allowed_gpu_types=base.allowed_gpu_types
+        if rules.allowed_gpu_types is None
+        else frozenset(rules.allowed_gpu_types),
+        quota=base.quota if rules.quota is None else rules.quota.build(),
+        owner_quota=base.owner_quota if rules.owner_quota is None else rules.owner_quota.build(),
+        owner_quotas=base.owner_quotas
+        if rules.owners is None
+        else {name: q.build() for name, q in rules.owners.items()},
+        budget=base.budget if rules.budget is None else rules.budget.build(),
+        quota_warning_ratio=base.quota_warning_ratio
+        if rules.quota_warning_ratio is None
+        else rules.quota_warning_ratio,
     )
 
 
@@ -305,6 +348,7 @@ def parse_policy(data: object, origin: str = "policy") -> Policy:
             for c in model.controllers
         ),
         on_internal_error=model.on_internal_error,
+        on_state_unavailable=model.on_state_unavailable,
         hours_per_month=model.hours_per_month,
         approval_clock_skew_seconds=parse_duration(model.approval_clock_skew) or 60,
         source=origin,
@@ -322,12 +366,31 @@ def load_config(
     verify_approval: ApprovalVerifier | None = None,
 ) -> Config:
     """The core's Config from the pricing and policy files (bundled ones by default)."""
+    table = load_pricing(pricing)
+    loaded = load_policy(policy)
+    check_gpu_names(loaded, table)
     return Config(
-        table=load_pricing(pricing),
-        policy=load_policy(policy),
-        parse_text=_yaml_text,
-        verify_approval=verify_approval,
+        table=table, policy=loaded, parse_text=_yaml_text, verify_approval=verify_approval
     )
+
+
+def check_gpu_names(policy: Policy, table: PriceTable) -> None:
+    """GPU types the policy names (allowed types, per-type quotas) must be in the table: a
+    typo would otherwise allow nothing, or cap nothing."""
+    scopes = [("", policy.default)]
+    scopes += [(f"namespaces.{name}.", rules) for name, rules in policy.namespaces.items()]
+    for where, rules in scopes:
+        quotas = [("quota", rules.quota), ("owner_quota", rules.owner_quota)]
+        quotas += [(f"owners.{name}", q) for name, q in rules.owner_quotas.items()]
+        named = [(f"{where}allowed_gpu_types", t) for t in sorted(rules.allowed_gpu_types)]
+        for field, quota in quotas:
+            named += [(f"{where}{field}.max_gpus_by_type", t) for t, _ in quota.max_gpus_by_type]
+        for field, gpu_type in named:
+            if gpu_type not in table.gpus:
+                raise TableError(
+                    f"{policy.source}: {field}: {gpu_type!r} is not a GPU type of "
+                    f"{table.source} (its types: {', '.join(sorted(table.gpus))})"
+                )
 
 
 def load_pricing(path: Path | None = None) -> PriceTable:

@@ -15,6 +15,7 @@ from .catalog import PriceTable
 from .policy import NamespacePolicy
 from .pricing import Pricing, price
 from .quantities import parse_duration
+from .quota import UsageView, check_allowed_types, check_limits, demand
 from .types import (
     ANNOTATION_APPROVAL,
     ANNOTATION_ESTIMATED_COST,
@@ -152,8 +153,10 @@ def decide(
     verify: ApprovalVerifier | None = None,
     now: float = 0.0,
     skew: int = 60,
+    state: UsageView | None = None,
 ) -> Decision:
-    """The decision for a GPU workload that is priced here (batch or serving)."""
+    """The decision for a GPU workload that is priced here (batch or serving). `state` is
+    the current use, read only when the namespace has quotas or budgets."""
     namespace = workload.namespace
     reasons = list(workload.problems)
     warnings: list[str] = []
@@ -188,6 +191,8 @@ def decide(
     pricing = None
     cost_text = ""
     approval: Approval | None = None
+    usage = None
+    charge = None
     if not reasons or not any(r.code in _UNPRICEABLE for r in reasons):
         hours = hours_per_month if serving else (runtime or 0) / 3600
         pricing = price(workload, table, hours=hours, per_month=serving)
@@ -222,6 +227,22 @@ def decide(
                 reasons += gate_reasons
                 if approval is not None:
                     warnings.append(messages.approved(approval))
+            reasons += check_allowed_types(workload, pricing, policy.allowed_gpu_types, table)
+            usage = demand(workload, pricing)
+            if state is not None and policy.limits_anything:
+                limit_reasons, limit_warnings, charge = check_limits(
+                    usage,
+                    workload=workload,
+                    namespace_quota=policy.quota,
+                    owner_quota=policy.quota_for_owner(usage.owner),
+                    budget=policy.budget,
+                    view=state,
+                    now=now,
+                    warn_ratio=policy.quota_warning_ratio,
+                    enforce=policy.mode == "enforce",
+                )
+                reasons += limit_reasons
+                warnings += limit_warnings
 
     if len(reasons) > 1:
         reasons = list(dict.fromkeys(reasons))  # a template called twice is one problem
@@ -275,4 +296,6 @@ def decide(
         else None,
         mode=policy.mode,
         audit=audit,
+        usage=usage if allowed else None,
+        charge=charge if allowed else None,
     )

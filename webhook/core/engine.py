@@ -6,7 +6,8 @@ same answer by construction. Nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,11 @@ from .extract.workflow import (
     extract_workflow_template,
 )
 from .policy import Policy
-from .types import ApprovalVerifier, Decision, Request, Workload
+from .pricing import price
+from .quota import Usage, UsageView, demand, without
+from .types import ANNOTATION_ESTIMATED_COST, ApprovalVerifier, Decision, Request, Workload
 
-__all__ = ["Config", "evaluate", "handles"]
+__all__ = ["Config", "evaluate", "finished", "handles", "holding"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,9 @@ def handles(group: str, kind: str) -> bool:
     return (group, kind) in _EXTRACTORS
 
 
-def _decide(workload: Workload, config: Config, now: float) -> Decision:
+def _decide(
+    workload: Workload, config: Config, now: float, state: UsageView | None = None
+) -> Decision:
     return decide(
         workload,
         table=config.table,
@@ -71,6 +76,7 @@ def _decide(workload: Workload, config: Config, now: float) -> Decision:
         verify=config.verify_approval,
         now=now,
         skew=config.policy.approval_clock_skew_seconds,
+        state=state,
     )
 
 
@@ -91,7 +97,12 @@ def _labels_kept(request: Request, workload: Workload, config: Config) -> Decisi
 
 
 def _update(
-    request: Request, workload: Workload, extractor: Extractor, config: Config, now: float
+    request: Request,
+    workload: Workload,
+    extractor: Extractor,
+    config: Config,
+    now: float,
+    state: UsageView | None,
 ) -> Decision:
     """Updates are priced again only when they can raise the cost.
 
@@ -112,12 +123,20 @@ def _update(
         )
     except ObjectError:
         old = None
-    new_decision = _decide(workload, config, now)
-    if old is None or new_decision.estimate is None:
+    old_decision = _decide(old, config, now) if old is not None else None
+    # quotas and budgets already hold the old version: measure the new one against the rest
+    old_usage = old_decision.usage if old_decision is not None else None
+    new_decision = _decide(
+        workload, config, now, without(state, old_usage) if state is not None else None
+    )
+    if old_usage is not None and new_decision.charge is not None:
+        # the budget holds the old estimate already: charge what the update adds
+        added = max(0.0, new_decision.charge.usd - old_usage.usd)
+        new_decision = new_decision._replace(charge=new_decision.charge._replace(usd=added))
+    if old_decision is None or new_decision.estimate is None:
         return new_decision
     if new_decision.deadline is not None and new_decision.deadline != workload.existing_deadline:
         return new_decision  # a deadline raised past the declaration: lowered back (mutate)
-    old_decision = _decide(old, config, now)
     if old_decision.estimate is None or new_decision.estimate.usd > old_decision.estimate.usd:
         return new_decision
     kept = _labels_kept(request, workload, config)
@@ -135,9 +154,12 @@ def _update(
     return kept
 
 
-def evaluate(request: Request, *, config: Config, now: float = 0.0) -> Decision:
+def evaluate(
+    request: Request, *, config: Config, now: float = 0.0, state: UsageView | None = None
+) -> Decision:
     """The decision for one admission request (or one manifest, from the CLI) at Unix time
-    `now` (which only approvals' expiry reads)."""
+    `now` (which approvals' expiry and budget months read), against the current use `state`
+    (None: quotas and budgets are not checked)."""
     extractor = _EXTRACTORS.get((request.group, request.kind))
     if extractor is None or request.namespace in config.policy.exempt_namespaces:
         return _ALLOW
@@ -158,9 +180,90 @@ def evaluate(request: Request, *, config: Config, now: float = 0.0) -> Decision:
     if workload is None:
         return _ALLOW
     if request.operation == "UPDATE":
-        return _update(request, workload, extractor, config, now)
+        return _update(request, workload, extractor, config, now, state)
     if workload.workload_class == "controlled":
         return Decision(
             allowed=True, workload=workload, audit={"decision": "allow", "priced-with": "owner"}
         )
-    return _decide(workload, config, now)
+    return _decide(workload, config, now, state)
+
+
+# Kinds that hold GPUs while they run. Cron* and templates only make them.
+_RUNNING_KINDS = frozenset({("", "Pod"), ("batch", "Job"), ("argoproj.io", "Workflow")})
+_DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
+
+
+def finished(kind: str, obj: Mapping[str, Any]) -> bool:
+    """Whether a Pod, Job or Workflow has stopped holding its GPUs."""
+    status = obj.get("status")
+    if not isinstance(status, dict):
+        return False
+    if kind == "Job":
+        conditions = status.get("conditions")
+        return isinstance(conditions, list) and any(
+            isinstance(c, dict)
+            and c.get("type") in ("Complete", "Failed")
+            and c.get("status") == "True"
+            for c in conditions
+        )
+    return status.get("phase") in _DONE_PHASES
+
+
+def _creator(metadata: Mapping[str, Any], policy: Policy) -> str:
+    """A user of the trusted controller that owns this object, as the admission saw it."""
+    owners = metadata.get("ownerReferences")
+    if not isinstance(owners, list):
+        return ""
+    for owner in owners:
+        if isinstance(owner, dict) and owner.get("controller"):
+            group = str(owner.get("apiVersion", "")).rpartition("/")[0]
+            for controller in policy.trusted_controllers:
+                if controller.kind == owner.get("kind") and controller.api_group == group:
+                    return next(iter(sorted(controller.users)), "")
+    return ""
+
+
+def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Usage | None:
+    """What a live object in the cluster holds, as quotas count it; None when nothing.
+
+    Pods a trusted controller made for an object costgate priced count with that object,
+    unless costgate stamped an estimate on them: it prices, and stamps, a pod whose owner
+    reference is written by a user, so a spoofed owner does not hide a pod from quotas.
+    The estimate uses the deadline in the spec (which costgate set), not annotations a user
+    can edit later."""
+    if (group, kind) not in _RUNNING_KINDS or finished(kind, obj):
+        return None
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    annotations = metadata.get("annotations")
+    stamped = isinstance(annotations, dict) and ANNOTATION_ESTIMATED_COST in annotations
+    creator = "" if stamped else _creator(metadata, config.policy)
+    request = Request(
+        uid="",
+        operation="CREATE",
+        group=group,
+        kind=kind,
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        obj=obj,
+        username=creator,
+    )
+    try:
+        workload = _EXTRACTORS[(group, kind)](
+            request,
+            table=config.table,
+            policy=config.policy,
+            parse_text=config.parse_text,
+            lookup=config.lookup,
+        )
+    except ObjectError:
+        return None
+    if workload is None or workload.workload_class == "controlled" or not workload.pods:
+        return None
+    serving = workload.workload_class == "serving"
+    rules = config.policy.for_namespace(workload.namespace)
+    seconds = workload.existing_deadline or rules.default_runtime_seconds
+    hours = config.policy.hours_per_month if serving else seconds / 3600
+    usage = demand(workload, price(workload, config.table, hours=hours, per_month=serving))
+    return None if math.isinf(usage.usd) or math.isinf(usage.gpus) else usage

@@ -43,6 +43,8 @@ __all__ = [
     "denial",
     "estimate_warning",
     "format_duration",
+    "gpu_type_not_allowed",
+    "gpu_type_unpinned",
     "ignored_patch",
     "internal_error",
     "invalid_gpu_quantity",
@@ -52,12 +54,17 @@ __all__ = [
     "invalid_runtime",
     "missing_labels",
     "money",
+    "near_budget",
+    "near_quota",
     "out_of_range",
+    "over_budget",
+    "over_quota",
     "over_threshold",
     "quote",
     "resource_template",
     "runtime_ignored_for_serving",
     "runtime_too_long",
+    "state_unavailable",
     "template_estimate",
     "template_ref_unresolved",
     "too_many_gpus",
@@ -489,6 +496,83 @@ def approved(approval: Approval) -> str:
     return warning(
         f"approved by {approval.approver} (key {approval.key_id}) up to "
         f"{money(approval.max_usd)} until {_when(approval.expires_at)}"
+    )
+
+
+def _amount(value: float, money_: bool) -> str:
+    return money(value) if money_ else f"{value:g}"
+
+
+def gpu_type_not_allowed(refused: Iterable[str], namespace: str, allowed: Iterable[str]) -> str:
+    return (
+        f"GPU type {', '.join(refused)} is not allowed in namespace {quote(namespace)}, which "
+        f"allows {', '.join(allowed)}; pin one of those with a node selector "
+        f"(e.g. nvidia.com/gpu.product) or {ANNOTATION_GPU_TYPE}"
+    )
+
+
+def gpu_type_unpinned(namespace: str, allowed: Iterable[str]) -> str:
+    return (
+        f"namespace {quote(namespace)} allows only GPU types {', '.join(allowed)}, and nothing "
+        f"pins this pod's GPU type, so it may land on any GPU; pin one of those with a node "
+        f"selector (e.g. nvidia.com/gpu.product)"
+    )
+
+
+def over_quota(
+    scope: str,
+    name: str,
+    used: float,
+    adds: float,
+    cap: float,
+    workloads: int,
+    what: str,
+    *,
+    money: bool,
+) -> str:
+    """Which quota, the current use, the limit, what this workload adds, the way through."""
+    plural = "" if workloads == 1 else "s"
+    held = f"{_amount(used, money)} held by {workloads} live workload{plural}"
+    return (
+        f"{scope} would hold {_amount(used + adds, money)} of {name} at once, above its quota "
+        f"of {_amount(cap, money)} ({held}, and {what} adds {_amount(adds, money)}); wait for "
+        f"running work to finish, or ask the platform team to raise the quota"
+    )
+
+
+def near_quota(scope: str, name: str, after: float, cap: float, *, money: bool) -> str:
+    return warning(
+        f"{scope} now holds {_amount(after, money)} of its {_amount(cap, money)} {name} quota "
+        f"({after / cap:.0%})"
+    )
+
+
+def _period(period: str) -> str:
+    return "over its lifetime" if period == "lifetime" else f"for {period}"
+
+
+def over_budget(
+    experiment: str, namespace: str, period: str, spent: float, limit: float, usd: float, what: str
+) -> str:
+    return (
+        f"experiment {quote(experiment)} in namespace {quote(namespace)} has spent "
+        f"{money(spent)} of its {money(limit)} budget {_period(period)}; {what} "
+        f"(estimated {money(usd)}) would exceed it by {money(spent + usd - limit)}; use fewer "
+        f"GPUs or a shorter {ANNOTATION_MAX_RUNTIME}, or ask the platform team to raise the budget"
+    )
+
+
+def near_budget(experiment: str, period: str, after: float, limit: float) -> str:
+    return warning(
+        f"experiment {quote(experiment)} has now committed {money(after)} of its {money(limit)} "
+        f"budget {_period(period)} ({after / limit:.0%})"
+    )
+
+
+def state_unavailable(detail: str) -> str:
+    return (
+        f"costgate cannot check this namespace's quotas and budgets ({detail}); retry in a "
+        f"minute, and if it persists tell the platform team"
     )
 
 

@@ -8,7 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .quota import Budget, Quota
 from .types import Mode
+
+_NO_QUOTA = Quota()
+_NO_BUDGET = Budget()
 
 __all__ = ["ControllerRole", "NamespacePolicy", "Policy", "TrustedController", "UnknownGpuRule"]
 
@@ -37,6 +41,27 @@ class NamespacePolicy:
     # Who may approve here (approver names or key ids); empty: any listed approver.
     approvers: frozenset[str] = frozenset()
     max_approval_usd: float | None = None  # the most one approval may grant here
+    # Only these GPU types may run here (empty: any type in the table).
+    allowed_gpu_types: frozenset[str] = frozenset()
+    quota: Quota = _NO_QUOTA  # the namespace as a whole
+    owner_quota: Quota = _NO_QUOTA  # each owner (label value), unless named in owner_quotas
+    owner_quotas: Mapping[str, Quota] = field(default_factory=dict)
+    budget: Budget = _NO_BUDGET  # each experiment (label value)
+    quota_warning_ratio: float = 0.8  # warn above this share of a quota or budget
+
+    @property
+    def limits_anything(self) -> bool:
+        """Whether any quota or budget applies here (else the state store is not read)."""
+        return (
+            not self.quota.empty
+            or not self.owner_quota.empty
+            or bool(self.owner_quotas)
+            or self.budget.usd is not None
+            or bool(self.budget.experiments)
+        )
+
+    def quota_for_owner(self, owner: str) -> Quota:
+        return self.owner_quotas.get(owner, self.owner_quota)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +83,9 @@ class Policy:
     exempt_namespaces: frozenset[str] = frozenset()
     trusted_controllers: tuple[TrustedController, ...] = ()
     on_internal_error: Literal["deny", "allow"] = "deny"
+    # Quotas and budgets when costgate's state is out of reach (cache not in sync, ledger
+    # not writable): deny the workloads they apply to, or allow them unrecorded.
+    on_state_unavailable: Literal["deny", "allow"] = "deny"
     hours_per_month: float = 730.0
     approval_clock_skew_seconds: int = 60
     source: str = ""

@@ -30,6 +30,8 @@ class Pricing(NamedTuple):
     estimate: Estimate
     resolutions: tuple[TypeResolution, ...]
     unresolved: bool  # some line was priced by the unknown-gpu rule
+    # per pod shape: (GPU type, GPUs) with MIG slices as fractions of their GPU (for quotas)
+    shape_gpus: tuple[tuple[tuple[str, float], ...], ...] = ()
 
 
 def _label_types(
@@ -115,8 +117,9 @@ def _resolve_types(placement: Placement, table: PriceTable) -> TypeResolution:
 
 def _line(
     request: GpuRequest, resolution: TypeResolution, table: PriceTable
-) -> tuple[str, float, str, bool]:
-    """(label, $/h per unit, GPU type, resolved) for one GPU resource of a pod."""
+) -> tuple[str, float, str, bool, float]:
+    """(label, $/h per unit, GPU type, resolved, fraction of a GPU per unit) for one GPU
+    resource of a pod."""
     rule = table.resources.get(request.resource)
     fitting = table.dearest_fitting(request.resource, resolution.candidates)
     if fitting is not None:
@@ -126,11 +129,17 @@ def _line(
         gpu_id, resolved = (allowed[0] if allowed else table.most_expensive()), False
     gpu = table.gpus[gpu_id]
     if rule is None:  # an unpriced GPU-like resource counts as whole GPUs
-        return request.resource, gpu.usd_per_hour, gpu_id, resolved
+        return request.resource, gpu.usd_per_hour, gpu_id, resolved, 1.0
     if rule.fraction == 1.0:
-        return gpu_id, gpu.usd_per_hour, gpu_id, resolved
+        return gpu_id, gpu.usd_per_hour, gpu_id, resolved, 1.0
     profile = request.resource.partition("/")[2]
-    return f"{gpu_id}/{profile}", gpu.usd_per_hour * rule.fraction, gpu_id, resolved
+    return (
+        f"{gpu_id}/{profile}",
+        gpu.usd_per_hour * rule.fraction,
+        gpu_id,
+        resolved,
+        rule.fraction,
+    )
 
 
 def _steps_bound(workload: Workload, rates: list[float], hours: float) -> float:
@@ -174,6 +183,7 @@ def price(workload: Workload, table: PriceTable, *, hours: float, per_month: boo
     lines: list[EstimateLine] = []
     resolutions: list[TypeResolution] = []
     rates: list[float] = []  # $/h of one pod of each shape
+    shape_gpus: list[tuple[tuple[str, float], ...]] = []
     unresolved = False
     workflow = workload.concurrency is not None
     per_hour = 0.0
@@ -185,8 +195,10 @@ def price(workload: Workload, table: PriceTable, *, hours: float, per_month: boo
         if workflow and shape.deadline is not None:
             own = shape.deadline / 3600
             shape_hours = own if shape.after_deadline else min(own, hours)
+        held: list[tuple[str, float]] = []
         for request in shape.gpus:
-            label, unit, gpu_id, resolved = _line(request, resolution, table)
+            label, unit, gpu_id, resolved, fraction = _line(request, resolution, table)
+            held.append((gpu_id, request.count * fraction))
             unresolved |= not resolved
             rate += request.count * unit
             count = request.count if workflow else request.count * shape.replicas
@@ -204,6 +216,7 @@ def price(workload: Workload, table: PriceTable, *, hours: float, per_month: boo
                 )
             )
         rates.append(rate)
+        shape_gpus.append(tuple(held))
     basis = "runtime"
     if workload.concurrency is None:
         usd = per_hour * hours
@@ -222,4 +235,4 @@ def price(workload: Workload, table: PriceTable, *, hours: float, per_month: boo
         basis,
         per_hour,
     )
-    return Pricing(estimate, tuple(resolutions), unresolved)
+    return Pricing(estimate, tuple(resolutions), unresolved, tuple(shape_gpus))

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from .quota import BudgetCharge, Usage
 
 __all__ = [
     "ANNOTATION_APPROVAL",
@@ -62,6 +65,9 @@ ReasonCode = Literal[
     # Not in DESIGN.md's list: a review or object the webhook cannot read at all (wrong types,
     # missing object). Kept apart from internal-error because the fix is on the sender's side.
     "invalid-request",
+    # Not in DESIGN.md's list: quotas or budgets apply but costgate's state is out of reach
+    # (cache not in sync, ledger not writable); the way through is to retry.
+    "state-unavailable",
 ]
 
 Mode = Literal["enforce", "warn"]
@@ -294,6 +300,9 @@ class Decision(NamedTuple):
     # labels and annotations to copy into each of workload.copy_to (pod metadata templates)
     pod_labels: Mapping[str, str] = EMPTY
     pod_annotations: Mapping[str, str] = EMPTY
+    # what the workload holds once admitted (for the state store), and the budget to charge
+    usage: Usage | None = None
+    charge: BudgetCharge | None = None
 
     @property
     def priced(self) -> bool:

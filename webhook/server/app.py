@@ -8,10 +8,13 @@ Health, readiness and metrics are ordinary FastAPI routes.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
 
@@ -20,6 +23,9 @@ from ..approvals import Keyring
 from ..core.engine import Config
 from ..service import AdmissionService, Answer, Endpoint
 from ..settings import Settings
+from ..state import State, memory_state
+from ..state.cluster import cluster_state
+from ..state.report import usage_report
 from ..tables import load_config
 from .metrics import Metrics
 
@@ -121,20 +127,22 @@ class AdmissionEndpoints:
             answer: Answer = self.service.refuse(error, endpoint)
             await _respond(send, answer.status, answer.body, close=True)
             return
-        answer = self.service.handle(body, endpoint)
+        answer = await self.service.handle_async(body, endpoint)
         await _respond(send, answer.status, answer.body)
 
 
 def build_app(
-    config: Config,
+    config: Config | Callable[[], Config],
     *,
     max_body_bytes: int,
     metrics: Metrics | None = None,
     noop_endpoint: bool = False,
+    state: State | None = None,
 ) -> AdmissionEndpoints:
-    """The whole application for a loaded Config."""
+    """The whole application for a loaded Config (or a function returning the current one)."""
     metrics = metrics or Metrics()
-    service = AdmissionService(config, observer=metrics)
+    current = config if callable(config) else (lambda: config)
+    service = AdmissionService(current, observer=metrics, state=state)
     api = FastAPI(title="costgate", docs_url=None, redoc_url=None, openapi_url=None)
 
     @api.get("/healthz", response_class=PlainTextResponse)
@@ -142,8 +150,20 @@ def build_app(
         return "ok"
 
     @api.get("/readyz", response_class=PlainTextResponse)
-    def readyz() -> str:
-        return "ok"
+    def readyz() -> Response:
+        if state is not None and not state.ready():
+            detail = state.cluster.sync_state() if state.cluster is not None else {}
+            text = ", ".join(f"{k} {v}" for k, v in detail.items())
+            return PlainTextResponse(f"not ready: cluster state {text}", status_code=503)
+        return PlainTextResponse("ok")
+
+    @api.get("/status")
+    def status(namespace: str | None = None) -> Response:
+        """Usage against quotas and budgets, as `costgate status --server` shows it."""
+        if state is None:
+            return Response(b'{"error":"no quota state"}', 404, media_type="application/json")
+        report = usage_report(state, current().policy, namespace=namespace, now=time.time())
+        return Response(orjson.dumps(report), media_type="application/json")
 
     @api.get("/metrics")
     def metrics_endpoint() -> Response:
@@ -162,8 +182,24 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
     config = load_config(
         settings.pricing, settings.policy, keyring.verify if keyring is not None else None
     )
+    if settings.state == "cluster":
+        state = cluster_state(
+            lambda: config,
+            ledger_namespace=settings.ledger_namespace,
+            kubeconfig=settings.kubeconfig,
+            context=settings.kube_context,
+            in_cluster=settings.kubeconfig is None and settings.kube_context is None,
+        )
+        assert state.cluster is not None
+        config = dataclasses.replace(config, lookup=state.cluster.lookup())
+        state.cluster.start()
+    else:
+        state = memory_state()
     app = build_app(
-        config, max_body_bytes=settings.max_body_bytes, noop_endpoint=settings.noop_endpoint
+        config,
+        max_body_bytes=settings.max_body_bytes,
+        noop_endpoint=settings.noop_endpoint,
+        state=state,
     )
     # Everything built so far (FastAPI, pydantic, the tables: ~60k objects) lives as long as
     # the process. Frozen out of the collector, a full collection no longer walks it: that

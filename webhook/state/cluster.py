@@ -1,0 +1,437 @@
+"""Cluster state through the official `kubernetes` client: a watch cache of live costed
+workloads, WorkflowTemplates for Workflows that reference them, and the budget ledgers.
+
+One thread per resource runs list -> watch -> (410 Gone) -> list again. Events are read as
+raw JSON lines (orjson) rather than through the client's model classes: 50,000 pods turned
+into V1Pod objects would cost seconds and hundreds of MB, and the cache keeps only a small
+Usage per costed workload. Admission never calls the API server for quotas: it reads the
+sums this cache keeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import orjson
+
+from ..core.engine import Config, holding
+from ..core.extract.workflow import TemplateLookup
+from ..core.types import ANNOTATION_ESTIMATED_COST
+from . import State
+from .ledger import ConfigMapLedger
+from .tally import Tally
+
+__all__ = ["ClusterState", "Resource", "Watcher", "cluster_state"]
+
+log = logging.getLogger("costgate.cluster")
+
+Handler = Callable[[str, dict[str, Any]], None]  # (event type, object)
+
+
+class Resource(NamedTuple):
+    """A resource costgate watches: how to list and watch it with the client."""
+
+    name: str  # e.g. "pods"; also the metrics label
+    group: str
+    kind: str
+    list_call: Callable[..., Any]  # the client method; extra positional args in `args`
+    args: tuple[Any, ...] = ()
+    optional: bool = False  # a CRD that may not be installed (Argo)
+    label_selector: str = ""
+
+
+class Watcher:
+    """list + watch of one resource, resuming from the last resourceVersion and listing
+    again after 410 Gone, with backoff on errors. `synced` is set after the first list."""
+
+    def __init__(
+        self,
+        resource: Resource,
+        *,
+        on_event: Handler,
+        on_relist: Callable[[list[dict[str, Any]]], None],
+        page_size: int = 500,
+        watch_seconds: int = 300,
+        read_timeout: float = 30.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.resource = resource
+        self._on_event = on_event
+        self._on_relist = on_relist
+        self._page_size = page_size
+        self._watch_seconds = watch_seconds
+        self._read_timeout = read_timeout
+        self._max_backoff = max_backoff
+        self.synced = threading.Event()
+        self.absent = False  # the resource is not served (CRD not installed)
+        self.failing_since: float | None = None
+        self.relists = 0
+        self.resource_version = ""
+        self._stop = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"watch-{resource.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()  # unblocks the read
+        self._thread.join(timeout=5)
+
+    @property
+    def healthy(self) -> bool:
+        return self.failing_since is None
+
+    def _call(self, **kwargs: Any) -> Any:
+        selector = (
+            {"label_selector": self.resource.label_selector} if self.resource.label_selector else {}
+        )
+        return self.resource.list_call(
+            *self.resource.args, _preload_content=False, **selector, **kwargs
+        )
+
+    def _run(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._list()
+                self.failing_since = None
+                backoff = 0.5
+                while not self._stop.is_set() and self._watch():
+                    self.failing_since = None
+            except ApiException as exc:
+                if exc.status == 404 and self.resource.optional:
+                    if not self.absent:
+                        log.info(
+                            "not served; watching for it later",
+                            extra={"resource": self.resource.name},
+                        )
+                    self.absent = True
+                    self.synced.set()
+                    self._stop.wait(60)
+                    continue
+                self._failed(f"API answered {exc.status}")
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                self._failed(type(exc).__name__)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _failed(self, why: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.warning(
+                "watch failed; retrying", extra={"resource": self.resource.name, "error": why}
+            )
+
+    def _list(self) -> None:
+        items: list[dict[str, Any]] = []
+        token = ""
+        version = ""
+        while True:
+            response = self._call(
+                limit=self._page_size, _continue=token or None, _request_timeout=60
+            )
+            page = orjson.loads(response.data)
+            items.extend(page.get("items") or ())
+            metadata = page.get("metadata") or {}
+            version = version or str(metadata.get("resourceVersion", ""))
+            token = metadata.get("continue") or ""
+            if not token:
+                break
+        self._on_relist(items)
+        self.resource_version = version
+        self.absent = False
+        self.relists += 1
+        self.synced.set()
+
+    def _watch(self) -> bool:
+        """One watch request; True to watch again from where it ended, False to list again."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        response = self._call(
+            watch=True,
+            resource_version=self.resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self._watch_seconds,
+            _request_timeout=(5, self._watch_seconds + self._read_timeout),
+        )
+        self._response = response
+        try:
+            for line in iter_resp_lines(response):
+                if self._stop.is_set():
+                    return False
+                if not line:
+                    continue
+                event = orjson.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:  # our resourceVersion is compacted away
+                        log.info(
+                            "watch expired; listing again", extra={"resource": self.resource.name}
+                        )
+                        return False
+                    raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if kind != "BOOKMARK":
+                    self._on_event(kind, obj)
+                if version:
+                    self.resource_version = str(version)
+        finally:
+            self._response = None
+            response.release_conn()
+        return True
+
+
+class ClusterState:
+    """What the webhook knows of the cluster: live usage (a Tally), the templates, the
+    ledgers. The admission path only reads memory here."""
+
+    def __init__(
+        self,
+        api_client: Any,  # kubernetes.client.ApiClient
+        *,
+        config: Callable[[], Config],
+        ledger_namespace: str,
+        watch_seconds: int = 300,
+        page_size: int = 500,
+    ) -> None:
+        from kubernetes import client
+
+        core = client.CoreV1Api(api_client)
+        batch = client.BatchV1Api(api_client)
+        custom = client.CustomObjectsApi(api_client)
+        argo = ("argoproj.io", "v1alpha1")
+        self.tally = Tally()
+        self.ledger = ConfigMapLedger(core, ledger_namespace)
+        self._config = config
+        self._templates: dict[tuple[str, str, bool], Any] = {}
+        self._seen: dict[str, float] = {}  # uid -> when last seen, for ledger reconciliation
+        self._lock = threading.Lock()
+        crd = custom.list_cluster_custom_object
+
+        def argo_resource(plural: str, kind: str) -> Resource:
+            return Resource(plural, "argoproj.io", kind, crd, (*argo, plural), optional=True)
+
+        running = [
+            Resource("pods", "", "Pod", core.list_pod_for_all_namespaces),
+            Resource("jobs", "batch", "Job", batch.list_job_for_all_namespaces),
+            argo_resource("workflows", "Workflow"),
+        ]
+        templates = [
+            argo_resource("workflowtemplates", "WorkflowTemplate"),
+            argo_resource("clusterworkflowtemplates", "ClusterWorkflowTemplate"),
+        ]
+        ledgers = Resource(
+            "ledgers",
+            "",
+            "ConfigMap",
+            core.list_namespaced_config_map,
+            (ledger_namespace,),
+            label_selector="costgate.io/ledger=true",
+        )
+        options = {"watch_seconds": watch_seconds, "page_size": page_size}
+        self.watchers = [
+            *(self._running_watcher(r, options) for r in running),
+            *(self._template_watcher(r, options) for r in templates),
+            Watcher(
+                ledgers,
+                on_event=lambda kind, obj: self.ledger.observe(obj, deleted=kind == "DELETED"),
+                on_relist=lambda items: [self.ledger.observe(obj) for obj in items],
+                **options,
+            ),
+        ]
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def add_periodic(self, seconds: float, task: Callable[[], object]) -> None:
+        """Run `task` every `seconds` once started (ledger reconciliation)."""
+
+        def loop() -> None:
+            while not self._stopping.wait(seconds):
+                try:
+                    task()
+                except Exception:
+                    log.exception("periodic task failed")
+
+        self._periodic.append(threading.Thread(target=loop, name="costgate-periodic", daemon=True))
+
+    def start(self) -> None:
+        for watcher in self.watchers:
+            watcher.start()
+        for thread in self._periodic:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for watcher in self.watchers:
+            watcher._stop.set()
+        for watcher in self.watchers:
+            watcher.stop()
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(w.synced.wait(max(0.0, deadline - time.monotonic())) for w in self.watchers)
+
+    def ready(self, stale_after: float = 30.0) -> bool:
+        """Synced once, and no watch failing for longer than `stale_after` seconds."""
+        now = time.monotonic()
+        return all(
+            w.synced.is_set() and (w.failing_since is None or now - w.failing_since < stale_after)
+            for w in self.watchers
+        )
+
+    def sync_state(self) -> dict[str, str]:
+        """Per resource: synced, absent (CRD not installed), failing or syncing."""
+        states = {}
+        for w in self.watchers:
+            if w.failing_since is not None:
+                states[w.resource.name] = "failing"
+            elif w.absent:
+                states[w.resource.name] = "absent"
+            else:
+                states[w.resource.name] = "synced" if w.synced.is_set() else "syncing"
+        return states
+
+    # -- what admission reads --------------------------------------------------------
+
+    def lookup(self) -> TemplateLookup:
+        templates = self._templates
+
+        def find(namespace: str, name: str, cluster: bool) -> Any:
+            return templates.get(("" if cluster else namespace, name, cluster))
+
+        return find
+
+    def seen(self, uid: str) -> bool | None:
+        """Whether an object with this uid was seen (for the ledger); None when the cache
+        cannot tell because it is not in sync."""
+        if uid in self._seen or uid in self.tally:
+            return True
+        return False if self.ready() else None
+
+    # -- the watchers' handlers ------------------------------------------------------
+
+    def _running_watcher(self, resource: Resource, options: dict[str, Any]) -> Watcher:
+        uids: set[str] = set()
+        group, kind = resource.group, resource.kind
+
+        def record(obj: dict[str, Any]) -> str:
+            metadata = obj.get("metadata") or {}
+            uid = str(metadata.get("uid", ""))
+            usage = holding(group, kind, obj, self._config())
+            self.tally.put(uid, usage)
+            if usage is not None:
+                uids.add(uid)
+            else:
+                uids.discard(uid)
+            # what costgate priced carries its stamp, finished or not: the ledger's proof
+            # that a charged object exists
+            if usage is not None or ANNOTATION_ESTIMATED_COST in (
+                metadata.get("annotations") or {}
+            ):
+                self._seen[uid] = time.time()
+            return uid
+
+        def on_event(event: str, obj: dict[str, Any]) -> None:
+            if event == "DELETED":
+                uid = str((obj.get("metadata") or {}).get("uid", ""))
+                if uid in uids:
+                    self._seen[uid] = time.time()
+                self.tally.remove(uid)
+                uids.discard(uid)
+            else:
+                record(obj)
+
+        def on_relist(items: list[dict[str, Any]]) -> None:
+            before = set(uids)
+            listed = {record(obj) for obj in items}
+            for uid in before - listed:  # deleted while we were not watching
+                self.tally.remove(uid)
+                uids.discard(uid)
+            self._forget_seen()
+
+        return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
+
+    def _template_watcher(self, resource: Resource, options: dict[str, Any]) -> Watcher:
+        cluster = resource.kind == "ClusterWorkflowTemplate"
+
+        def key(obj: dict[str, Any]) -> tuple[str, str, bool]:
+            metadata = obj.get("metadata") or {}
+            scope = "" if cluster else str(metadata.get("namespace", ""))
+            return (scope, str(metadata.get("name", "")), cluster)
+
+        def on_event(event: str, obj: dict[str, Any]) -> None:
+            if event == "DELETED":
+                self._templates.pop(key(obj), None)
+            else:
+                self._templates[key(obj)] = obj.get("spec")
+
+        def on_relist(items: list[dict[str, Any]]) -> None:
+            fresh = {key(obj): obj.get("spec") for obj in items}
+            for stale in [k for k in self._templates if k[2] == cluster and k not in fresh]:
+                self._templates.pop(stale, None)
+            self._templates.update(fresh)
+
+        return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
+
+    def _forget_seen(self, keep_seconds: float = 3600.0) -> None:
+        cutoff = time.time() - keep_seconds
+        for uid, when in list(self._seen.items()):
+            if when < cutoff:
+                self._seen.pop(uid, None)
+
+    def records(self) -> Iterator[tuple[str, Any]]:
+        return self.tally.records()
+
+
+def cluster_state(
+    config: Callable[[], Config],
+    *,
+    ledger_namespace: str,
+    kubeconfig: Any = None,
+    context: str | None = None,
+    in_cluster: bool = False,
+    api_client: Any = None,
+    reconcile_seconds: float = 30.0,
+    watch_seconds: int = 300,
+) -> State:
+    """The State of a webhook replica in a cluster: the watch cache and the ConfigMap
+    ledger, with pending charges reconciled in the background. Not started: call
+    `state.cluster.start()`."""
+    if api_client is None:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        if in_cluster:
+            kube_config.load_incluster_config()
+        else:
+            kube_config.load_kube_config(
+                config_file=str(kubeconfig) if kubeconfig else None, context=context
+            )
+        api_client = client.ApiClient()
+    cluster = ClusterState(
+        api_client, config=config, ledger_namespace=ledger_namespace, watch_seconds=watch_seconds
+    )
+    state = State(
+        cluster.tally, cluster.ledger, mode="cluster", ready=cluster.ready, cluster=cluster
+    )
+    cluster.add_periodic(
+        reconcile_seconds, lambda: cluster.ledger.reconcile(cluster.seen, time.time())
+    )
+    return state

@@ -1,0 +1,311 @@
+"""The budget ledger: what each experiment has spent, written so that it is spent once.
+
+One document per namespace (in the cluster, the ConfigMap `costgate-ledger-<namespace>`):
+
+    {"spent":   {"<experiment>/<period>": usd, ...},           # confirmed charges
+     "pending": {"<entry>": ["<experiment>/<period>", usd, unix_time], ...}}
+
+A charge is written as pending under the object's uid. The validating webhook sees the
+object before it is stored, and a later webhook may still deny it, so a pending charge is
+confirmed once the watch cache has seen the object, and dropped when the object never
+appeared within a grace period. The arithmetic lives in the pure functions below; the two
+ledgers (memory, ConfigMap) only differ in how they store a document.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from ..core.quota import BudgetCharge
+
+__all__ = [
+    "ChargeResult",
+    "ConfigMapLedger",
+    "Ledger",
+    "MemoryLedger",
+    "budget_key",
+    "reconciled",
+    "spent_in",
+    "with_charge",
+]
+
+log = logging.getLogger("costgate.ledger")
+
+Doc = dict[str, Any]
+DATA_KEY = "ledger.json"
+NAME_PREFIX = "costgate-ledger-"
+GRACE_SECONDS = 300.0  # a charge whose object is not seen by then was denied later: dropped
+
+
+class ChargeResult(NamedTuple):
+    ok: bool
+    spent: float  # what the experiment had spent in the period before this charge
+    error: str = ""  # the ledger could not be read or written
+
+
+def budget_key(experiment: str, period: str) -> str:
+    return f"{experiment}/{period}"
+
+
+def _empty() -> Doc:
+    return {"spent": {}, "pending": {}}
+
+
+def spent_in(doc: Doc, key: str) -> float:
+    """Confirmed plus pending spend under `key`."""
+    total = float(doc.get("spent", {}).get(key, 0.0))
+    for entry_key, usd, _ in doc.get("pending", {}).values():
+        if entry_key == key:
+            total += usd
+    return round(total, 2)
+
+
+def with_charge(doc: Doc, charge: BudgetCharge, entry: str, now: float) -> tuple[Doc | None, float]:
+    """(the document with the charge added, or None when it would pass the limit; the spend
+    before it). Charging the same entry again replaces its amount (a retried review)."""
+    key = budget_key(charge.experiment, charge.period)
+    pending = dict(doc.get("pending", {}))
+    pending.pop(entry, None)  # a retried review replaces its own charge, never adds to it
+    spent = spent_in({"spent": doc.get("spent", {}), "pending": pending}, key)
+    if charge.enforce and spent + charge.usd > charge.limit + 1e-9:
+        return None, spent
+    pending[entry] = [key, round(charge.usd, 2), round(now, 3)]
+    return {"spent": dict(doc.get("spent", {})), "pending": pending}, spent
+
+
+def reconciled(
+    doc: Doc, seen: Callable[[str], bool | None], now: float, grace: float = GRACE_SECONDS
+) -> Doc | None:
+    """The document with pending charges confirmed (their object was seen) or dropped (not
+    seen within `grace`); None when nothing changes. `seen` answers None when it cannot
+    tell (the cache is not in sync), and such charges stay pending."""
+    spent = dict(doc.get("spent", {}))
+    pending = dict(doc.get("pending", {}))
+    changed = False
+    for entry, (key, usd, at) in list(pending.items()):
+        verdict = seen(entry.partition("+")[0])
+        if verdict:
+            spent[key] = round(float(spent.get(key, 0.0)) + usd, 2)
+        elif verdict is False and now - at > grace:
+            log.info("dropped a charge whose object never appeared", extra={"entry": entry})
+        else:
+            continue
+        del pending[entry]
+        changed = True
+    return {"spent": spent, "pending": pending} if changed else None
+
+
+class Ledger(Protocol):
+    def spent(self, namespace: str, experiment: str, period: str) -> float: ...
+
+    def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult: ...
+
+    def document(self, namespace: str) -> Doc: ...
+
+    def namespaces(self) -> list[str]: ...
+
+
+class MemoryLedger:
+    """The ledger of a single process (the embedded default): same arithmetic, a dict."""
+
+    blocking = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._docs: dict[str, Doc] = {}
+
+    def spent(self, namespace: str, experiment: str, period: str) -> float:
+        doc = self._docs.get(namespace)
+        return spent_in(doc, budget_key(experiment, period)) if doc else 0.0
+
+    def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult:
+        with self._lock:
+            doc, spent = with_charge(self._docs.get(charge.namespace, _empty()), charge, entry, now)
+            if doc is None:
+                return ChargeResult(False, spent)
+            self._docs[charge.namespace] = doc
+            return ChargeResult(True, spent)
+
+    def document(self, namespace: str) -> Doc:
+        return self._docs.get(namespace, _empty())
+
+    def namespaces(self) -> list[str]:
+        return sorted(self._docs)
+
+
+def _decode(configmap: dict[str, Any]) -> Doc:
+    data = (configmap.get("data") or {}).get(DATA_KEY)
+    if not data:
+        return _empty()
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        log.error("unreadable ledger document; starting it over", extra={"data": data[:200]})
+        return _empty()
+    return doc if isinstance(doc, dict) else _empty()
+
+
+class ConfigMapLedger:
+    """The ledger in ConfigMaps, written with optimistic concurrency: every write carries
+    the resourceVersion it read, and a 409 Conflict (another replica wrote first) means
+    read again and recompute, so two replicas cannot both spend the last dollar."""
+
+    blocking = True
+
+    def __init__(
+        self,
+        api: Any,  # kubernetes.client.CoreV1Api
+        namespace: str,
+        *,
+        attempts: int = 10,
+        timeout: float = 3.0,
+    ) -> None:
+        self._api = api
+        self._namespace = namespace
+        self._attempts = attempts
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        # namespace -> (resourceVersion, document): fed by the watch and by our own writes
+        self._cache: dict[str, tuple[str, Doc]] = {}
+
+    @staticmethod
+    def name_for(namespace: str) -> str:
+        return NAME_PREFIX + namespace
+
+    def observe(self, configmap: dict[str, Any], deleted: bool = False) -> None:
+        """A ConfigMap event from the watch on costgate's namespace."""
+        metadata = configmap.get("metadata") or {}
+        name = str(metadata.get("name", ""))
+        if not name.startswith(NAME_PREFIX):
+            return
+        namespace = name.removeprefix(NAME_PREFIX)
+        with self._lock:
+            if deleted:
+                self._cache.pop(namespace, None)
+                return
+            version = str(metadata.get("resourceVersion", ""))
+            current = self._cache.get(namespace)
+            if current is None or _newer(version, current[0]):
+                self._cache[namespace] = (version, _decode(configmap))
+
+    def spent(self, namespace: str, experiment: str, period: str) -> float:
+        found = self._cache.get(namespace)
+        return spent_in(found[1], budget_key(experiment, period)) if found else 0.0
+
+    def document(self, namespace: str) -> Doc:
+        found = self._cache.get(namespace)
+        return found[1] if found else _empty()
+
+    def namespaces(self) -> list[str]:
+        return sorted(self._cache)
+
+    def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult:
+        return self._update(charge.namespace, lambda doc: with_charge(doc, charge, entry, now))
+
+    def reconcile(self, seen: Callable[[str], bool | None], now: float) -> int:
+        """Confirm or drop pending charges in every ledger; the number of ledgers written."""
+        written = 0
+        for namespace in list(self._cache):
+            if not self._cache[namespace][1].get("pending"):
+                continue
+            result = self._update(
+                namespace, lambda doc: (reconciled(doc, seen, now) or doc, 0.0), only_changed=True
+            )
+            written += result.ok
+        return written
+
+    def _update(
+        self,
+        namespace: str,
+        change: Callable[[Doc], tuple[Doc | None, float]],
+        *,
+        only_changed: bool = False,
+    ) -> ChargeResult:
+        from kubernetes.client.exceptions import ApiException  # the edge's own dependency
+
+        name = self.name_for(namespace)
+        fresh = False
+        for attempt in range(self._attempts):
+            try:
+                version, doc = self._read(namespace, name, fresh)
+                updated, spent = change(doc)
+                if updated is None:
+                    if fresh:
+                        return ChargeResult(False, spent)
+                    fresh = True  # refused on a cached copy: decide on the stored one
+                    continue
+                if only_changed and updated is doc:
+                    return ChargeResult(False, spent)
+                self._write(namespace, name, version, updated)
+                return ChargeResult(True, spent)
+            except ApiException as exc:
+                if exc.status == 409:  # someone wrote first: read again, recompute
+                    fresh = True
+                    time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                    continue
+                return ChargeResult(False, 0.0, f"the API server answered {exc.status}")
+            except Exception as exc:  # connection refused, timeouts: the ledger is unreachable
+                return ChargeResult(
+                    False, 0.0, f"cannot reach the API server: {type(exc).__name__}"
+                )
+        return ChargeResult(False, 0.0, f"{self._attempts} conflicting writes in a row")
+
+    def _read(self, namespace: str, name: str, fresh: bool) -> tuple[str, Doc]:
+        from kubernetes.client.exceptions import ApiException
+
+        if not fresh and namespace in self._cache:
+            return self._cache[namespace]
+        try:
+            response = self._api.read_namespaced_config_map(
+                name, self._namespace, _preload_content=False, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return "", _empty()
+            raise
+        configmap = orjson.loads(response.data)
+        version = str(configmap["metadata"]["resourceVersion"])
+        doc = _decode(configmap)
+        with self._lock:
+            self._cache[namespace] = (version, doc)
+        return version, doc
+
+    def _write(self, namespace: str, name: str, version: str, doc: Doc) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": self._namespace,
+                "labels": {"app.kubernetes.io/name": "costgate", "costgate.io/ledger": "true"},
+                "annotations": {"costgate.io/ledger-for": namespace},
+            },
+            "data": {DATA_KEY: orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()},
+        }
+        if version:
+            body["metadata"]["resourceVersion"] = version
+            response = self._api.replace_namespaced_config_map(
+                name, self._namespace, body, _preload_content=False, _request_timeout=self._timeout
+            )
+        else:  # a 409 AlreadyExists (another replica created it) is retried like a conflict
+            response = self._api.create_namespaced_config_map(
+                self._namespace, body, _preload_content=False, _request_timeout=self._timeout
+            )
+        stored = orjson.loads(response.data)
+        with self._lock:
+            self._cache[namespace] = (str(stored["metadata"]["resourceVersion"]), doc)
+
+
+def _newer(version: str, than: str) -> bool:
+    """resourceVersions are opaque strings; etcd's are integers, compared as such when they
+    are, and a different string otherwise counts as newer."""
+    if version.isdigit() and than.isdigit():
+        return int(version) > int(than)
+    return version != than

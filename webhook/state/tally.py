@@ -1,0 +1,144 @@
+"""Live usages added up per namespace and per owner, kept current as workloads come and go.
+
+Admission reads the sums in O(1) whatever the number of live workloads: the sums are
+updated when a record changes, never recomputed on a read. Records can carry an expiry:
+a reservation (admitted, not yet seen in the cluster) or, in memory, the deadline after
+which a workload cannot be running any more.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Iterator
+
+from ..core.quota import Totals, Usage
+
+__all__ = ["Tally"]
+
+
+class _Sum:
+    __slots__ = ("by_type", "count", "gpus", "usd")
+
+    def __init__(self) -> None:
+        self.gpus = 0.0
+        self.usd = 0.0
+        self.count = 0
+        self.by_type: dict[str, float] = {}
+
+    def add(self, usage: Usage, sign: int) -> None:
+        self.gpus += sign * usage.gpus
+        self.usd += sign * usage.usd
+        self.count += sign
+        for gpu_type, count in usage.gpus_by_type:
+            left = self.by_type.get(gpu_type, 0.0) + sign * count
+            if left > 1e-9:
+                self.by_type[gpu_type] = left
+            else:
+                self.by_type.pop(gpu_type, None)
+
+    def totals(self) -> Totals:
+        # float sums drift by ulps under add/remove; what is shown and compared is rounded
+        return Totals(
+            round(max(self.gpus, 0.0), 6),
+            {t: round(c, 6) for t, c in self.by_type.items()},
+            round(max(self.usd, 0.0), 2),
+            self.count,
+        )
+
+
+_EMPTY = Totals()
+
+
+class Tally:
+    """uid -> Usage, with the sums per namespace and per (namespace, owner). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, Usage] = {}
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._namespaces: dict[str, _Sum] = {}
+        self._owners: dict[tuple[str, str], _Sum] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, uid: str) -> bool:
+        return uid in self._records
+
+    def put(self, uid: str, usage: Usage | None, expires: float | None = None) -> None:
+        """Record what `uid` holds now (None: nothing any more); `expires` (Unix time) drops
+        it then unless it is put again."""
+        with self._lock:
+            self._drop(uid)
+            if usage is None:
+                return
+            self._records[uid] = usage
+            self._sums(usage, +1)
+            if expires is not None:
+                self._expiry[uid] = expires
+                heapq.heappush(self._heap, (expires, uid))
+
+    def remove(self, uid: str) -> None:
+        with self._lock:
+            self._drop(uid)
+
+    def replace_all(self, records: dict[str, Usage], keep: set[str] | None = None) -> None:
+        """Start over from `records` (a relist), keeping the uids in `keep` (reservations)."""
+        with self._lock:
+            kept = {uid: self._records[uid] for uid in keep or () if uid in self._records}
+            self._records = {}
+            self._namespaces = {}
+            self._owners = {}
+            for uid, usage in (*records.items(), *kept.items()):
+                if uid not in self._records:
+                    self._records[uid] = usage
+                    self._sums(usage, +1)
+            self._expiry = {uid: t for uid, t in self._expiry.items() if uid in kept}
+            self._heap = [(t, uid) for uid, t in self._expiry.items()]
+            heapq.heapify(self._heap)
+
+    def expire(self, now: float) -> None:
+        """Drop every record whose expiry has passed."""
+        with self._lock:
+            while self._heap and self._heap[0][0] <= now:
+                when, uid = heapq.heappop(self._heap)
+                if self._expiry.get(uid) == when:
+                    self._drop(uid)
+
+    def namespace_totals(self, namespace: str) -> Totals:
+        found = self._namespaces.get(namespace)
+        return found.totals() if found is not None else _EMPTY
+
+    def owner_totals(self, namespace: str, owner: str) -> Totals:
+        found = self._owners.get((namespace, owner))
+        return found.totals() if found is not None else _EMPTY
+
+    def namespaces(self) -> list[str]:
+        return sorted(self._namespaces)
+
+    def owners(self, namespace: str) -> list[str]:
+        return sorted(o for ns, o in list(self._owners) if ns == namespace)
+
+    def records(self) -> Iterator[tuple[str, Usage]]:
+        with self._lock:
+            return iter(list(self._records.items()))
+
+    def _drop(self, uid: str) -> None:
+        old = self._records.pop(uid, None)
+        self._expiry.pop(uid, None)
+        if old is not None:
+            self._sums(old, -1)
+
+    def _sums(self, usage: Usage, sign: int) -> None:
+        for table, key in (
+            (self._namespaces, usage.namespace),
+            (self._owners, (usage.namespace, usage.owner)),
+        ):
+            found = table.get(key)  # type: ignore[attr-defined]
+            if found is None:
+                found = table[key] = _Sum()  # type: ignore[index]
+            found.add(usage, sign)
+            if found.count == 0:
+                del table[key]  # type: ignore[attr-defined]
