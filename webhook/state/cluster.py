@@ -223,6 +223,8 @@ class ClusterState:
         self._templates: dict[tuple[str, str, bool], Any] = {}
         self._seen: dict[str, float] = {}  # uid -> when last seen, for ledger reconciliation
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._periodic: list[threading.Thread] = []
         crd = custom.list_cluster_custom_object
 
         def argo_resource(plural: str, kind: str) -> Resource:

@@ -166,7 +166,9 @@ class ConfigMapLedger:
         *,
         attempts: int = 10,
         timeout: float = 3.0,
+        grace: float = GRACE_SECONDS,
     ) -> None:
+        self.grace = grace
         self._api = api
         self._namespace = namespace
         self._attempts = attempts
@@ -216,7 +218,9 @@ class ConfigMapLedger:
             if not self._cache[namespace][1].get("pending"):
                 continue
             result = self._update(
-                namespace, lambda doc: (reconciled(doc, seen, now) or doc, 0.0), only_changed=True
+                namespace,
+                lambda doc: (reconciled(doc, seen, now, self.grace) or doc, 0.0),
+                only_changed=True,
             )
             written += result.ok
         return written
