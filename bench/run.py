@@ -1,7 +1,7 @@
 """The one command for every benchmark: `python bench/run.py` (or `make bench`).
 
 Runs the in-process core benchmark (bench/core.py), the large-Workflow pricing benchmark
-(bench/workflow.py), then the server benchmark
+(bench/workflow.py), the quota-cache benchmark (bench/quota.py), then the server benchmark
 (bench/server.py) unless wrk, taskset or a second CPU is missing, prints one table and writes
 it as JSON to bench/results/latest.json. Exit status: 0 when every benchmark ran and every
 answer was right (targets missed included: they are results, not failures), 1 otherwise.
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import core
+import quota
 import server
 import workflow
 from quiet import ATTEMPTS, BUSY_LIMIT
@@ -58,6 +59,11 @@ def main() -> int:
     except RuntimeError as exc:
         failed = True
         notes.append(f"workflow benchmark failed: {exc}")
+    try:
+        rows += quota.run(_log)
+    except RuntimeError as exc:
+        failed = True
+        notes.append(f"quota benchmark failed: {exc}")
     reason = server.missing_prerequisites()
     if reason is not None:
         _log(f"server benchmark skipped: {reason}")

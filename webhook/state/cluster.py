@@ -54,7 +54,7 @@ class Watcher:
         resource: Resource,
         *,
         on_event: Handler,
-        on_relist: Callable[[list[dict[str, Any]]], None],
+        on_relist: Callable[[Iterator[dict[str, Any]]], None],
         page_size: int = 500,
         watch_seconds: int = 300,
         read_timeout: float = 30.0,
@@ -139,21 +139,26 @@ class Watcher:
             )
 
     def _list(self) -> None:
-        items: list[dict[str, Any]] = []
-        token = ""
+        """List in pages, handing items on page by page: 50,000 pods are never all parsed
+        in memory at once."""
         version = ""
-        while True:
-            response = self._call(
-                limit=self._page_size, _continue=token or None, _request_timeout=60
-            )
-            page = orjson.loads(response.data)
-            items.extend(page.get("items") or ())
-            metadata = page.get("metadata") or {}
-            version = version or str(metadata.get("resourceVersion", ""))
-            token = metadata.get("continue") or ""
-            if not token:
-                break
-        self._on_relist(items)
+
+        def items() -> Iterator[dict[str, Any]]:
+            nonlocal version
+            token = ""
+            while True:
+                response = self._call(
+                    limit=self._page_size, _continue=token or None, _request_timeout=60
+                )
+                page = orjson.loads(response.data)
+                metadata = page.get("metadata") or {}
+                version = version or str(metadata.get("resourceVersion", ""))
+                yield from page.get("items") or ()
+                token = metadata.get("continue") or ""
+                if not token:
+                    return
+
+        self._on_relist(items())
         self.resource_version = version
         self.absent = False
         self.relists += 1
@@ -254,7 +259,7 @@ class ClusterState:
             Watcher(
                 ledgers,
                 on_event=lambda kind, obj: self.ledger.observe(obj, deleted=kind == "DELETED"),
-                on_relist=lambda items: [self.ledger.observe(obj) for obj in items],
+                on_relist=lambda items: [self.ledger.observe(obj) for obj in items] and None,
                 **options,
             ),
         ]
@@ -360,7 +365,7 @@ class ClusterState:
             else:
                 record(obj)
 
-        def on_relist(items: list[dict[str, Any]]) -> None:
+        def on_relist(items: Iterator[dict[str, Any]]) -> None:
             before = set(uids)
             listed = {record(obj) for obj in items}
             for uid in before - listed:  # deleted while we were not watching
@@ -384,7 +389,7 @@ class ClusterState:
             else:
                 self._templates[key(obj)] = obj.get("spec")
 
-        def on_relist(items: list[dict[str, Any]]) -> None:
+        def on_relist(items: Iterator[dict[str, Any]]) -> None:
             fresh = {key(obj): obj.get("spec") for obj in items}
             for stale in [k for k in self._templates if k[2] == cluster and k not in fresh]:
                 self._templates.pop(stale, None)

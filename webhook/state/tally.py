@@ -9,6 +9,7 @@ which a workload cannot be running any more.
 from __future__ import annotations
 
 import heapq
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -18,15 +19,17 @@ __all__ = ["Tally"]
 
 
 class _Sum:
-    __slots__ = ("by_type", "count", "gpus", "usd")
+    __slots__ = ("_totals", "by_type", "count", "gpus", "usd")
 
     def __init__(self) -> None:
         self.gpus = 0.0
         self.usd = 0.0
         self.count = 0
         self.by_type: dict[str, float] = {}
+        self._totals: Totals | None = None
 
     def add(self, usage: Usage, sign: int) -> None:
+        self._totals = None
         self.gpus += sign * usage.gpus
         self.usd += sign * usage.usd
         self.count += sign
@@ -38,16 +41,31 @@ class _Sum:
                 self.by_type.pop(gpu_type, None)
 
     def totals(self) -> Totals:
-        # float sums drift by ulps under add/remove; what is shown and compared is rounded
-        return Totals(
-            round(max(self.gpus, 0.0), 6),
-            {t: round(c, 6) for t, c in self.by_type.items()},
-            round(max(self.usd, 0.0), 2),
-            self.count,
-        )
+        """The sums as admission reads them, built once per change rather than per read."""
+        if self._totals is None:
+            # float sums drift by ulps under add/remove; what is shown and compared is rounded
+            self._totals = Totals(
+                round(max(self.gpus, 0.0), 6),
+                {t: round(c, 6) for t, c in self.by_type.items()},
+                round(max(self.usd, 0.0), 2),
+                self.count,
+            )
+        return self._totals
 
 
 _EMPTY = Totals()
+
+
+def _interned(usage: Usage) -> Usage:
+    """The same namespace, owner, experiment and type names, stored once: 50,000 records
+    parsed from JSON would otherwise hold 50,000 copies of each."""
+    intern = sys.intern
+    return usage._replace(
+        namespace=intern(usage.namespace),
+        owner=intern(usage.owner),
+        experiment=intern(usage.experiment),
+        gpus_by_type=tuple((intern(t), c) for t, c in usage.gpus_by_type),
+    )
 
 
 class Tally:
@@ -68,12 +86,14 @@ class Tally:
         return uid in self._records
 
     def put(self, uid: str, usage: Usage | None, expires: float | None = None) -> None:
+        # Totals are read without the lock: a reader sees the sums before or after a change
         """Record what `uid` holds now (None: nothing any more); `expires` (Unix time) drops
         it then unless it is put again."""
         with self._lock:
             self._drop(uid)
             if usage is None:
                 return
+            usage = _interned(usage)
             self._records[uid] = usage
             self._sums(usage, +1)
             if expires is not None:
