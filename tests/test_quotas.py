@@ -459,3 +459,35 @@ def test_status_report_and_table() -> None:
 def test_evaluate_without_state_checks_no_quota(config: Config) -> None:
     decision = evaluate(request(gpu_pod(8)), config=config)
     assert decision.allowed and decision.usage is not None and decision.charge is None
+
+
+# --- the HTTP side -----------------------------------------------------------------------
+
+
+def test_status_endpoint_and_readiness_follow_the_state() -> None:
+    import asyncio
+
+    import httpx
+
+    from webhook.server.app import build_app
+
+    clock = Clock()
+    config = Config(table=load_pricing(), policy=policy_with(quota={"max_gpus": 8}))
+    state = memory_state(clock)
+    app = build_app(config, max_body_bytes=3 * 1024 * 1024, state=state)
+
+    async def scenario() -> tuple[httpx.Response, ...]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            admitted = await client.post("/validate", content=review(gpu_pod(3)))
+            status = await client.get("/status", params={"namespace": "team-a"})
+            ready = await client.get("/readyz")
+            state.ready = lambda: False
+            unready = await client.get("/readyz")
+            return admitted, status, ready, unready
+
+    admitted, status, ready, unready = asyncio.run(scenario())
+    assert admitted.json()["response"]["allowed"]
+    [row] = status.json()["namespaces"]
+    assert row["gpus"] == 3 and row["quota"]["max_gpus"] == 8
+    assert ready.status_code == 200 and unready.status_code == 503
