@@ -355,3 +355,34 @@ def test_ledger_unreachable_allowed_by_policy_warns(api: FakeApiServer, started)
     allowed = validate(service, gpu_pod(1, runtime="5h"))
     assert allowed["allowed"]
     assert any("allowed by policy" in w for w in allowed["warnings"])
+
+
+def test_costgate_status_reads_the_cluster_with_a_kubeconfig(
+    api: FakeApiServer, tmp_path, capsys
+) -> None:
+    from webhook.cli import main
+
+    api.create("pods", live_pod("a", 2, owner="alice"))
+    api.create("pods", live_pod("b", 1, owner="bob", selector=T4))
+    from kubernetes import client
+
+    ledger = ConfigMapLedger(client.CoreV1Api(api.client()), LEDGER_NS)
+    assert ledger.charge(charge(12.5, 100), "uid-1", time.time()).ok
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+        f"clusters: [{{name: fake, cluster: {{server: '{api.url}'}}}}]\n"
+        "users: [{name: me, user: {token: not-a-secret}}]\n"
+        "contexts: [{name: fake, context: {cluster: fake, user: me}}]\n"
+    )
+    code = main(["status", "--kubeconfig", str(kubeconfig), "-o", "json", "-n", "team-a"])
+    assert code == 0
+    report = orjson.loads(capsys.readouterr().out)
+    [row] = report["namespaces"]
+    assert row["gpus"] == 3 and [o["owner"] for o in row["owners"]] == ["alice", "bob"]
+    # the ledger's spend shows, with no budget in the bundled policy to compare it with
+    assert row["budgets"] == [
+        {"experiment": "exp-1", "period": "lifetime", "spent_usd": 12.5, "budget_usd": None}
+    ]
+    assert main(["status", "--kubeconfig", str(kubeconfig)]) == 0
+    assert "namespace/team-a" in capsys.readouterr().out
