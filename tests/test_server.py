@@ -348,7 +348,7 @@ Counts = dict[tuple[str, ...], float]
 
 
 def _metrics(client: httpx.Client) -> tuple[Counts, Counts]:
-    """(requests by (endpoint, kind, outcome), durations observed by (endpoint,))."""
+    """(requests by (endpoint, kind, outcome), durations observed by (endpoint,), over kinds)."""
     response = client.get("/metrics")
     assert response.status_code == 200
     requests: Counts = {}
@@ -360,7 +360,8 @@ def _metrics(client: httpx.Client) -> tuple[Counts, Counts]:
                 key = (labels["endpoint"], labels["kind"], labels["outcome"])
                 requests[key] = sample.value
             elif sample.name == "costgate_admission_duration_seconds_count":
-                durations[(sample.labels["endpoint"],)] = sample.value
+                key = (sample.labels["endpoint"],)  # summed over kinds
+                durations[key] = durations.get(key, 0.0) + sample.value
     return requests, durations
 
 

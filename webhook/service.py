@@ -43,9 +43,12 @@ _MUTATE_DENIES = frozenset({"invalid-request", "invalid-gpu-request", "invalid-r
 class Answer(NamedTuple):
     status: int
     body: bytes
-    # for metrics: the kind reviewed and the outcome ("allow", "deny", "warn", "error", ...)
+    # for metrics and the decision log: the kind reviewed and the outcome ("allow", "deny",
+    # "warn", "error", ...), and on /validate the decision and the request it answers
     kind: str = ""
     outcome: str = ""
+    decision: Decision | None = None
+    request: Request | None = None
 
 
 class Observer(Protocol):
@@ -83,8 +86,15 @@ class AdmissionService:
         started = time.perf_counter()
         step = self._answer(body, endpoint)
         answer = step if isinstance(step, Answer) else step.finish()
-        self._observer.observe(endpoint, answer, time.perf_counter() - started)
+        self._observe(endpoint, answer, time.perf_counter() - started)
         return answer
+
+    def _observe(self, endpoint: str, answer: Answer, seconds: float) -> None:
+        """Metrics and the decision log; their failure never costs the answer."""
+        try:
+            self._observer.observe(endpoint, answer, seconds)
+        except Exception:
+            log.exception("observer failed", extra={"endpoint": endpoint})
 
     async def handle_async(self, body: bytes, endpoint: Endpoint) -> Answer:
         """As `handle`, with a ledger write that waits on the API server run off the event
@@ -97,13 +107,13 @@ class AdmissionService:
             answer = await asyncio.to_thread(step.finish)
         else:
             answer = step.finish()
-        self._observer.observe(endpoint, answer, time.perf_counter() - started)
+        self._observe(endpoint, answer, time.perf_counter() - started)
         return answer
 
     def refuse(self, error: ReviewError, endpoint: Endpoint) -> Answer:
         """The answer to a body refused before parsing (too large), observed like any other."""
         answer = self.unreadable(error)
-        self._observer.observe(endpoint, answer, 0.0)
+        self._observe(endpoint, answer, 0.0)
         return answer
 
     def _answer(self, body: bytes, endpoint: Endpoint) -> Answer | _Admitted:
@@ -127,7 +137,8 @@ class AdmissionService:
                     )
                 elif not request.dry_run:  # a dry run is never charged
                     return _Admitted(self, request, kind, decision, config, now)
-            return Answer(200, response_review(request.uid, decision), kind, _outcome(decision))
+            payload = response_review(request.uid, decision)
+            return Answer(200, payload, kind, _outcome(decision), decision, request)
         except Exception:
             return self._internal_error(request, kind, endpoint, config)
 
@@ -149,7 +160,7 @@ class AdmissionService:
         payload = error_review(
             request.uid, messages.internal_error(request_id), status=500, allowed=allow
         )
-        return Answer(200, payload, kind, "error")
+        return Answer(200, payload, kind, "error", None, request)
 
     def _mutate(self, uid: str, obj: dict, kind: str, decision: Decision) -> Answer:
         if not decision.allowed and any(r.code in _MUTATE_DENIES for r in decision.reasons):
@@ -220,8 +231,7 @@ class _Admitted:
                         state.record(uid, decision, self.now)
                 else:
                     decision = refused(decision, over_budget_now(decision, result.spent))
-            return Answer(
-                200, response_review(request.uid, decision), self.kind, _outcome(decision)
-            )
+            payload = response_review(request.uid, decision)
+            return Answer(200, payload, self.kind, _outcome(decision), decision, request)
         except Exception:
             return self.service._internal_error(request, self.kind, "validate", self.config)

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     approvers_dir: Path | None = None  # approvers' public keys (*.pem); none: no approvals
     log_level: str = "info"
+    reload_interval: float = Field(default=2.0, gt=0)  # seconds between checks of changed files
     log_format: Literal["json"] = "json"  # one JSON object per line
     # Quota and budget state: memory (one process, the embedded default) or cluster (a
     # watch cache of live workloads and a ConfigMap ledger, shared by every replica).

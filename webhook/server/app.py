@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -21,6 +22,7 @@ from fastapi.responses import PlainTextResponse, Response
 from ..admission import ReviewError, recover_uid
 from ..approvals import Keyring
 from ..core.engine import Config
+from ..reload import Reloader
 from ..service import AdmissionService, Answer, Endpoint
 from ..settings import Settings
 from ..state import State, memory_state
@@ -29,7 +31,11 @@ from ..state.report import usage_report
 from ..tables import load_config
 from .metrics import Metrics
 
-__all__ = ["AdmissionEndpoints", "build_app", "create_app"]
+__all__ = ["DRAINING", "AdmissionEndpoints", "build_app", "create_app"]
+
+# Set when the process is told to stop: /readyz answers 503 from then on, so the endpoint
+# goes out of the Service while the reviews in flight finish.
+DRAINING = threading.Event()
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -151,6 +157,8 @@ def build_app(
 
     @api.get("/readyz", response_class=PlainTextResponse)
     def readyz() -> Response:
+        if DRAINING.is_set():
+            return PlainTextResponse("not ready: shutting down", status_code=503)
         if state is not None and not state.ready():
             detail = state.cluster.sync_state() if state.cluster is not None else {}
             text = ", ".join(f"{k} {v}" for k, v in detail.items())
@@ -179,27 +187,44 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
     """The application for `settings` (read from COSTGATE_* when None): uvicorn's factory."""
     settings = settings or Settings()
     keyring = Keyring(settings.approvers_dir) if settings.approvers_dir else None
-    config = load_config(
-        settings.pricing, settings.policy, keyring.verify if keyring is not None else None
-    )
+    verify = keyring.verify if keyring is not None else None
+    metrics = Metrics()
+    lookup = None
+    state: State
     if settings.state == "cluster":
         state = cluster_state(
-            lambda: config,
+            lambda: reloader.current(),
             ledger_namespace=settings.ledger_namespace,
             kubeconfig=settings.kubeconfig,
             context=settings.kube_context,
             in_cluster=settings.kubeconfig is None and settings.kube_context is None,
         )
         assert state.cluster is not None
-        config = dataclasses.replace(config, lookup=state.cluster.lookup())
-        state.cluster.start()
+        lookup = state.cluster.lookup()
+        metrics.watch_state(state.cluster.sync_state, lambda: len(state.tally))
     else:
         state = memory_state()
+
+    def load() -> Config:
+        config = load_config(settings.pricing, settings.policy, verify)
+        return dataclasses.replace(config, lookup=lookup) if lookup is not None else config
+
+    # Pricing and policy ConfigMaps change under the server: re-read, a bad file refused
+    reloader = Reloader(
+        "pricing+policy",
+        [p for p in (settings.pricing, settings.policy) if p is not None],
+        load,
+        on_result=metrics.reloaded,
+        interval=settings.reload_interval,
+    ).start()
+    if state.cluster is not None:
+        state.cluster.start()
     app = build_app(
-        config,
+        reloader.current,
         max_body_bytes=settings.max_body_bytes,
         noop_endpoint=settings.noop_endpoint,
         state=state,
+        metrics=metrics,
     )
     # Everything built so far (FastAPI, pydantic, the tables: ~60k objects) lives as long as
     # the process. Frozen out of the collector, a full collection no longer walks it: that

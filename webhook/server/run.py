@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from ..reload import Reloader
 from ..settings import Settings
+from .app import DRAINING
 
 __all__ = ["serve"]
 
@@ -20,6 +24,30 @@ class _TLSConfig(uvicorn.Config):
         super().load()
         if self.ssl is not None:
             self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._watch_certificate(self.ssl)
+
+    def _watch_certificate(self, context: ssl.SSLContext) -> None:
+        """Rotation without restart: when cert-manager (or `costgate certs`) renews the
+        Secret, the files change and the context takes the new pair; handshakes from then
+        on present it. A half-written or mismatched pair is refused and the old one kept."""
+        certfile, keyfile = str(self.ssl_certfile), str(self.ssl_keyfile)
+        self._certificates = Reloader(
+            "tls",
+            [Path(certfile), Path(keyfile)],
+            lambda: context.load_cert_chain(certfile, keyfile),
+            interval=float(self.reload_interval),
+        ).start()
+
+    reload_interval: float = 2.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with readiness dropped as soon as the stop signal arrives; uvicorn
+    then stops accepting and waits for the reviews in flight (timeout_graceful_shutdown)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        DRAINING.set()
+        super().handle_exit(sig, frame)
 
 
 def serve(settings: Settings, *, certfile: str, keyfile: str) -> None:
@@ -41,7 +69,8 @@ def serve(settings: Settings, *, certfile: str, keyfile: str) -> None:
         proxy_headers=False,  # the API server calls us directly; no proxy to trust
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    config.reload_interval = settings.reload_interval
+    server = _Server(config)
     if settings.workers > 1:
         Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
     else:
