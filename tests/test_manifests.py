@@ -31,7 +31,6 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from tests.conftest import ADMISSION, REPO
-from webhook.certs import issue, service_hosts
 from webhook.settings import Settings
 
 MANIFESTS = REPO / "manifests"
@@ -111,39 +110,14 @@ def render(directory: Path) -> list[dict[str, Any]]:
 
 
 def _self_signed_copy(root: Path) -> Path:
-    """manifests/ copied, with the two files `costgate certs --out .../generated` writes
-    made here from a real CA and serving certificate (webhook.certs), in the format the
-    overlay's README documents."""
+    """manifests/ copied, with the two files that `costgate certs --out .../generated`
+    writes, made by the real command."""
+    from webhook.cli import main
+
     copy_root = root / "manifests"
     shutil.copytree(MANIFESTS, copy_root, ignore=shutil.ignore_patterns("generated"))
     generated = copy_root / "overlays" / "self-signed" / "generated"
-    paths = issue(root / "certs", service_hosts("costgate", NAMESPACE))
-
-    def b64(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
-
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "costgate-tls", "namespace": NAMESPACE},
-        "type": "kubernetes.io/tls",
-        "data": {"tls.crt": b64(paths.cert), "tls.key": b64(paths.key), "ca.crt": b64(paths.ca)},
-    }
-    patches = [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": kind,
-            "metadata": {"name": "costgate"},
-            "webhooks": [
-                {"name": f"{hook}.{verb}.costgate.io", "clientConfig": {"caBundle": b64(paths.ca)}}
-                for hook in WEBHOOKS
-            ],
-        }
-        for verb, kind in CONFIG_KINDS.items()
-    ]
-    generated.mkdir()
-    (generated / "secret.yaml").write_text(yaml.safe_dump(secret))
-    (generated / "cabundle-patch.yaml").write_text(yaml.safe_dump_all(patches))
+    assert main(["certs", "--out", str(generated), "--namespace", NAMESPACE]) == 0
     return copy_root / "overlays" / "self-signed"
 
 

@@ -150,3 +150,46 @@ def ensure_certificates(directory: Path, hosts: list[str]) -> CertPaths:
     if _usable(paths, hosts, dt.datetime.now(dt.UTC)):
         return paths
     return issue(directory, hosts)
+
+
+# The webhooks of manifests/base/webhooks.yaml, each of which needs the CA bundle.
+WEBHOOK_KINDS = ("pods", "jobs", "cronjobs", "workflows")
+
+
+def write_cluster_manifests(
+    paths: CertPaths, directory: Path, *, namespace: str, secret: str = "costgate-tls"
+) -> tuple[Path, Path]:
+    """The Secret holding the serving pair and the CA, and the strategic-merge patch that
+    sets `caBundle` on every costgate webhook: what the self-signed overlay applies."""
+    import base64
+
+    import yaml
+
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+
+    ca_bundle = b64(paths.ca)
+    secret_doc = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": secret, "namespace": namespace},
+        "data": {"tls.crt": b64(paths.cert), "tls.key": b64(paths.key), "ca.crt": ca_bundle},
+    }
+    patches = [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": f"{kind}WebhookConfiguration",
+            "metadata": {"name": "costgate"},
+            "webhooks": [
+                {"name": f"{resource}.{verb}.costgate.io", "clientConfig": {"caBundle": ca_bundle}}
+                for resource in WEBHOOK_KINDS
+            ],
+        }
+        for kind, verb in (("Mutating", "mutate"), ("Validating", "validate"))
+    ]
+    secret_path = directory / "secret.yaml"
+    patch_path = directory / "cabundle-patch.yaml"
+    _write(secret_path, yaml.safe_dump(secret_doc, sort_keys=False).encode(), private=True)
+    _write(patch_path, yaml.safe_dump_all(patches, sort_keys=False).encode())
+    return secret_path, patch_path

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .approvals import Keyring, keygen, mint
-from .certs import ensure_certificates, issue, service_hosts
+from .certs import ensure_certificates, issue, service_hosts, write_cluster_manifests
 from .core.quantities import parse_duration
 from .estimate import (
     ManifestError,
@@ -144,7 +144,9 @@ def _approve(args: argparse.Namespace) -> int:
 def _certs(args: argparse.Namespace) -> int:
     hosts = service_hosts(args.service, args.namespace) + list(args.host or ())
     paths = issue(args.out, hosts)
+    secret, patch = write_cluster_manifests(paths, args.out, namespace=args.namespace)
     print(f"wrote {paths.ca}, {paths.cert}, {paths.key} for {', '.join(hosts)}")
+    print(f"wrote {secret} (Secret costgate-tls) and {patch} (caBundle for the webhooks)")
     return EXIT_OK
 
 
