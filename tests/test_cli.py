@@ -398,8 +398,15 @@ def test_certs_writes_a_serving_certificate_for_the_service(
 ) -> None:
     out = tmp_path / "certs"
     _issue(out, capsys)
-    assert {p.name for p in out.iterdir()} == {"ca.crt", "tls.crt", "tls.key"}
+    assert {p.name for p in out.iterdir()} == {
+        "ca.crt",
+        "tls.crt",
+        "tls.key",
+        "secret.yaml",  # the Secret and the caBundle patch of the self-signed overlay
+        "cabundle-patch.yaml",
+    }
     assert (out / "tls.key").stat().st_mode & 0o077 == 0  # the key is private
+    assert (out / "secret.yaml").stat().st_mode & 0o077 == 0  # so is the Secret holding it
 
     ca = _load(out / "ca.crt")
     cert = _load(out / "tls.crt")
