@@ -936,7 +936,7 @@ def test_self_signed_overlay_keeps_the_key_out_of_git():
 
 
 def test_an_overlay_of_your_own_sets_the_image_and_the_policy(tmp_path):
-    """What docs/install.md tells a platform engineer to write: the image (the entry
+    """What README, Install on a cluster tells a platform engineer to write: the image (the entry
     `kustomize edit set image costgate=...` writes) and a policy of their own, in warn mode,
     under the same ConfigMap name the Deployment mounts."""
     shutil.copytree(MANIFESTS, tmp_path / "manifests")
