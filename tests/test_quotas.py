@@ -127,6 +127,15 @@ def test_quota_frees_when_the_deadline_passes_in_memory() -> None:
     assert state.namespace_totals("team-a").gpus == 1
 
 
+def test_owner_quota_alone_frees_when_the_deadline_passes() -> None:
+    clock = Clock()
+    service, _ = service_for(clock, owner_quota={"max_gpus": 2})
+    assert answer(service, gpu_pod(2, runtime="1h", name="a"))["allowed"]
+    assert not answer(service, gpu_pod(1, name="b"))["allowed"]
+    clock.now += 3601
+    assert answer(service, gpu_pod(1, name="b"))["allowed"]
+
+
 def test_owner_quota_and_named_owner_override() -> None:
     service, _ = service_for(owner_quota={"max_gpus": 2}, owners={"bob": {"max_gpus": 6}})
     assert answer(service, gpu_pod(2, owner="alice", name="a"))["allowed"]
@@ -457,8 +466,14 @@ def test_status_report_and_table() -> None:
 
 
 def test_evaluate_without_state_checks_no_quota(config: Config) -> None:
-    decision = evaluate(request(gpu_pod(8)), config=config)
-    assert decision.allowed and decision.usage is not None and decision.charge is None
+    limited = Config(
+        table=config.table, policy=policy_with(quota={"max_gpus": 1}, budget={"usd": 1})
+    )
+    decision = evaluate(request(gpu_pod(8)), config=limited)  # the CLI's case: no cluster
+    assert decision.allowed and decision.charge is None
+    assert decision.usage is not None and decision.usage.gpus == 8
+    # where no quota or budget applies, the demand is not even computed
+    assert evaluate(request(gpu_pod(8)), config=config).usage is None
 
 
 # --- the HTTP side -----------------------------------------------------------------------

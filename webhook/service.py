@@ -192,27 +192,16 @@ def _unavailable(decision: Decision, config: Config, detail: str) -> Decision:
     return refused(decision, Reason("state-unavailable", messages.state_unavailable(detail)))
 
 
-class _Admitted:
+class _Admitted(NamedTuple):
     """An allowed review whose workload must be recorded (budget charge, quota hold) before
     the answer goes out. Finished apart because the ledger write may wait on the network."""
 
-    __slots__ = ("config", "decision", "kind", "now", "request", "service")
-
-    def __init__(
-        self,
-        service: AdmissionService,
-        request: Request,
-        kind: str,
-        decision: Decision,
-        config: Config,
-        now: float,
-    ) -> None:
-        self.service = service
-        self.request = request
-        self.kind = kind
-        self.decision = decision
-        self.config = config
-        self.now = now
+    service: AdmissionService
+    request: Request
+    kind: str
+    decision: Decision
+    config: Config
+    now: float
 
     def finish(self) -> Answer:
         request, decision = self.request, self.decision

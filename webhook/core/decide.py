@@ -228,8 +228,9 @@ def decide(
                 if approval is not None:
                     warnings.append(messages.approved(approval))
             reasons += check_allowed_types(workload, pricing, policy.allowed_gpu_types, table)
-            usage = demand(workload, pricing)
-            if state is not None and policy.limits_anything:
+            if policy.limits_anything:  # else nothing reads the demand
+                usage = demand(workload, pricing)
+            if usage is not None and state is not None:
                 limit_reasons, limit_warnings, charge = check_limits(
                     usage,
                     workload=workload,

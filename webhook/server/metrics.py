@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -90,8 +91,7 @@ class Metrics:
             "Live costed workloads in the quota cache.",
             registry=registry,
         )
-        self._children: dict[tuple[str, ...], Counter] = {}
-        self._timers: dict[tuple[str, str], Histogram] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         self._sync_source: Callable[[], dict[str, str]] | None = None
         self._count_source: Callable[[], int] | None = None
 
@@ -106,17 +106,17 @@ class Metrics:
         self.reloads.labels(file, "ok" if ok else "error").inc()
         self.config_ok.labels(file).set(1 if ok else 0)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: labels() costs a lock and a dict build."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, endpoint: str, answer: Answer, seconds: float) -> None:
-        key = (endpoint, answer.kind, answer.outcome)
-        counter = self._children.get(key)
-        if counter is None:  # labels() costs a lock and a dict build: do it once per key
-            counter = self._children[key] = self.requests.labels(*key)
-        counter.inc()
-        timer_key = (endpoint, answer.kind)
-        timer = self._timers.get(timer_key)
-        if timer is None:
-            timer = self._timers[timer_key] = self.duration.labels(*timer_key)
-        timer.observe(seconds)
+        self._child(self.requests, endpoint, answer.kind, answer.outcome).inc()
+        self._child(self.duration, endpoint, answer.kind).observe(seconds)
         decision, request = answer.decision, answer.request
         if endpoint != "validate" or decision is None or request is None:
             return
@@ -129,15 +129,13 @@ class Metrics:
             verdict = "warn"
         codes = sorted({r.code for r in decision.reasons}) or ["none"]
         for code in codes:
-            self.decisions.labels(verdict, code, namespace).inc()
+            self._child(self.decisions, verdict, code, namespace).inc()
         owner = str(workload.labels.get("owner", "")) if workload is not None else ""
-        if decision.estimate is not None and not request.dry_run:
-            usd = decision.estimate.usd
-            if usd != float("inf"):
-                self.usd.labels(verdict, namespace, owner).inc(usd)
+        if decision.estimate is not None and not request.dry_run:  # never infinite: denied
+            self._child(self.usd, verdict, namespace, owner).inc(decision.estimate.usd)
         key_id = decision.audit.get("approval-key-id")
         if key_id and decision.allowed and not request.dry_run:
-            self.approvals.labels(key_id, namespace).inc()
+            self._child(self.approvals, key_id, namespace).inc()
         if decisions_log.isEnabledFor(logging.INFO):
             decisions_log.info(
                 "decision",

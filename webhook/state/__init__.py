@@ -35,16 +35,18 @@ class State:
         self.ledger = ledger
         self.mode = mode  # "memory" or "cluster"
         self.ready = ready
-        self.blocking = bool(getattr(ledger, "blocking", False))
+        self.blocking = ledger.blocking  # its writes wait on the network
         self.cluster = cluster  # the ClusterState, when there is one
         self._clock = clock
 
-    # UsageView
+    # UsageView: what has expired (memory: past its deadline; cluster: a reservation the
+    # watch never confirmed) is dropped before any sum is read
     def namespace_totals(self, namespace: str) -> Totals:
         self.tally.expire(self._clock())
         return self.tally.namespace_totals(namespace)
 
     def owner_totals(self, namespace: str, owner: str) -> Totals:
+        self.tally.expire(self._clock())
         return self.tally.owner_totals(namespace, owner)
 
     def spent(self, namespace: str, experiment: str, period: str) -> float:

@@ -89,10 +89,6 @@ class Watcher:
                 response.close()  # unblocks the read
         self._thread.join(timeout=5)
 
-    @property
-    def healthy(self) -> bool:
-        return self.failing_since is None
-
     def _call(self, **kwargs: Any) -> Any:
         selector = (
             {"label_selector": self.resource.label_selector} if self.resource.label_selector else {}
@@ -227,7 +223,6 @@ class ClusterState:
         self._config = config
         self._templates: dict[tuple[str, str, bool], Any] = {}
         self._seen: dict[str, float] = {}  # uid -> when last seen, for ledger reconciliation
-        self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._periodic: list[threading.Thread] = []
         crd = custom.list_cluster_custom_object
@@ -371,7 +366,6 @@ class ClusterState:
             for uid in before - listed:  # deleted while we were not watching
                 self.tally.remove(uid)
                 uids.discard(uid)
-            self._forget_seen()
 
         return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
 
@@ -397,14 +391,15 @@ class ClusterState:
 
         return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
 
-    def _forget_seen(self, keep_seconds: float = 3600.0) -> None:
-        cutoff = time.time() - keep_seconds
+    def reconcile(self, keep_seconds: float = 3600.0) -> None:
+        """Confirm or drop pending ledger charges, then forget uids seen longer ago than any
+        charge can stay pending (the set would otherwise grow with every pod ever seen)."""
+        now = time.time()
+        self.ledger.reconcile(self.seen, now)
+        cutoff = now - max(keep_seconds, 2 * self.ledger.grace)
         for uid, when in list(self._seen.items()):
             if when < cutoff:
                 self._seen.pop(uid, None)
-
-    def records(self) -> Iterator[tuple[str, Any]]:
-        return self.tally.records()
 
 
 def cluster_state(
@@ -438,7 +433,5 @@ def cluster_state(
     state = State(
         cluster.tally, cluster.ledger, mode="cluster", ready=cluster.ready, cluster=cluster
     )
-    cluster.add_periodic(
-        reconcile_seconds, lambda: cluster.ledger.reconcile(cluster.seen, time.time())
-    )
+    cluster.add_periodic(reconcile_seconds, cluster.reconcile)
     return state

@@ -103,6 +103,8 @@ def reconciled(
 
 
 class Ledger(Protocol):
+    blocking: bool  # whether a charge waits on the network (then it runs off the event loop)
+
     def spent(self, namespace: str, experiment: str, period: str) -> float: ...
 
     def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult: ...

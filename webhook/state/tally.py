@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 import sys
 import threading
-from collections.abc import Iterator
 
 from ..core.quota import Totals, Usage
 
@@ -104,23 +103,11 @@ class Tally:
         with self._lock:
             self._drop(uid)
 
-    def replace_all(self, records: dict[str, Usage], keep: set[str] | None = None) -> None:
-        """Start over from `records` (a relist), keeping the uids in `keep` (reservations)."""
-        with self._lock:
-            kept = {uid: self._records[uid] for uid in keep or () if uid in self._records}
-            self._records = {}
-            self._namespaces = {}
-            self._owners = {}
-            for uid, usage in (*records.items(), *kept.items()):
-                if uid not in self._records:
-                    self._records[uid] = usage
-                    self._sums(usage, +1)
-            self._expiry = {uid: t for uid, t in self._expiry.items() if uid in kept}
-            self._heap = [(t, uid) for uid, t in self._expiry.items()]
-            heapq.heapify(self._heap)
-
     def expire(self, now: float) -> None:
         """Drop every record whose expiry has passed."""
+        heap = self._heap
+        if not heap or heap[0][0] > now:
+            return  # the common case, read on every admission: no lock taken
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
                 when, uid = heapq.heappop(self._heap)
@@ -140,10 +127,6 @@ class Tally:
 
     def owners(self, namespace: str) -> list[str]:
         return sorted(o for ns, o in list(self._owners) if ns == namespace)
-
-    def records(self) -> Iterator[tuple[str, Usage]]:
-        with self._lock:
-            return iter(list(self._records.items()))
 
     def _drop(self, uid: str) -> None:
         old = self._records.pop(uid, None)
