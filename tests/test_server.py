@@ -11,6 +11,7 @@ import base64
 import ipaddress
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -556,3 +557,102 @@ def test_the_server_refuses_to_start_with_a_bad_policy(tmp_path: Path) -> None:
     assert "serving https" not in stderr
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def _served_serial(port: int, *cas: Path) -> int:
+    context = ssl.create_default_context()
+    for ca in cas:
+        context.load_verify_locations(cafile=str(ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def _start(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+    port = _free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            _serve_command(port, tmp_path / "certs", *extra),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**_env(), **(env or {})},
+            cwd=tmp_path,
+        )
+    server = Server(f"https://127.0.0.1:{port}", port, tmp_path / "certs" / "ca.crt", log, process)
+    _wait_ready(server)
+    return server
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    """The Secret renewed under a running server (as cert-manager does): new handshakes
+    present the new certificate, and a broken pair meanwhile changes nothing."""
+    from webhook.certs import issue
+
+    first = issue(tmp_path / "certs", ["127.0.0.1", "localhost"])
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    (tls / "tls.crt").write_bytes(first.cert.read_bytes())
+    (tls / "tls.key").write_bytes(first.key.read_bytes())
+    server = _start(
+        tmp_path,
+        "--tls-cert",
+        str(tls / "tls.crt"),
+        "--tls-key",
+        str(tls / "tls.key"),
+        env={"COSTGATE_RELOAD_INTERVAL": "0.1"},
+    )
+    try:
+        before = _served_serial(server.port, first.ca)
+        assert before == x509.load_pem_x509_certificate(first.cert.read_bytes()).serial_number
+        (tls / "tls.crt").write_text("not a certificate")  # a half-made renewal
+        time.sleep(0.5)
+        assert _served_serial(server.port, first.ca) == before
+        renewed = issue(tmp_path / "renewed", ["127.0.0.1", "localhost"])
+        (tls / "tls.key").write_bytes(renewed.key.read_bytes())
+        (tls / "tls.crt").write_bytes(renewed.cert.read_bytes())
+        expected = x509.load_pem_x509_certificate(renewed.cert.read_bytes()).serial_number
+        deadline = time.monotonic() + 10
+        while _served_serial(server.port, first.ca, renewed.ca) != expected:
+            assert time.monotonic() < deadline, "the renewed certificate was never served"
+            time.sleep(0.1)
+        assert "refused a changed file" in server.log.read_text()
+    finally:
+        _stop(server.process)
+
+
+def test_sigterm_lets_the_review_in_flight_finish(tmp_path: Path) -> None:
+    """A review whose body is still arriving when SIGTERM comes is answered in full."""
+    server = _start(tmp_path)
+    try:
+        body = capture_bytes("validate-pod-create-gpu")
+        context = server.tls_context()
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+            context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+        ):
+            head = (
+                f"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            tls.sendall(head.encode() + body[:100])
+            time.sleep(0.2)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            tls.sendall(body[100:])
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert b'"uid":"' in answer
+        # uvicorn finishes, then re-raises the signal: the exit status says SIGTERM
+        assert server.process.wait(timeout=15) in (0, -signal.SIGTERM)
+    finally:
+        _stop(server.process)
