@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test check bench clean
+.PHONY: run test check bench load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 ## bench: the benchmarks (needs wrk and taskset for the server part)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+## load: the real server at rising rates until p99 > 10 ms, 1 and 2 workers, and a 10-minute soak
+load: $(STAMP)
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) .costgate .pytest_cache .hypothesis

@@ -42,7 +42,18 @@ import httpx
 from quiet import quietly
 from report import Row, render
 
-__all__ = ["TARGETS", "Target", "WrkResult", "missing_prerequisites", "run"]
+__all__ = [
+    "TARGETS",
+    "Target",
+    "WrkResult",
+    "free_port",
+    "missing_prerequisites",
+    "run",
+    "serve",
+    "tail",
+    "wait_for_ca",
+    "wait_ready",
+]
 
 BENCH = Path(__file__).resolve().parent
 FIXTURES = BENCH.parent / "tests" / "fixtures" / "admission"
@@ -104,17 +115,19 @@ def missing_prerequisites() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 @contextmanager
-def _server(port: int, cert_dir: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`costgate serve` on CPU SERVER_CPU with /noop, stopped (SIGTERM, then SIGKILL) on exit."""
+def serve(
+    port: int, cert_dir: Path, log: Path, cpus: str = str(SERVER_CPU), workers: int = 1
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`costgate serve` on `cpus` with /noop, stopped (SIGTERM, then SIGKILL) on exit."""
     env = {**os.environ, "COSTGATE_NOOP_ENDPOINT": "1", "COSTGATE_LOG_LEVEL": "warning"}
-    command = ["taskset", "-c", str(SERVER_CPU), str(COSTGATE), "serve"]
+    command = ["taskset", "-c", cpus, str(COSTGATE), "serve", "--workers", str(workers)]
     command += ["--port", str(port), "--cert-dir", str(cert_dir)]
     with log.open("wb") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -130,32 +143,32 @@ def _server(port: int, cert_dir: Path, log: Path) -> Iterator[subprocess.Popen[b
                 process.wait()
 
 
-def _wait_for_ca(ca: Path, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_for_ca(ca: Path, process: subprocess.Popen[bytes], log: Path) -> None:
     """The server writes its self-signed CA (atomically) before it listens."""
     deadline = time.monotonic() + READY_TIMEOUT
     while not ca.exists():
         if process.poll() is not None:
-            raise RuntimeError(f"costgate serve exited with {process.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"costgate serve exited with {process.returncode}:\n{tail(log)}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no {ca} after {READY_TIMEOUT:g} s:\n{_tail(log)}")
+            raise RuntimeError(f"no {ca} after {READY_TIMEOUT:g} s:\n{tail(log)}")
         time.sleep(0.1)
 
 
-def _wait_ready(client: httpx.Client, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_ready(client: httpx.Client, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"costgate serve exited with {process.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"costgate serve exited with {process.returncode}:\n{tail(log)}")
         try:
             if client.get("/healthz").status_code == 200:
                 return
         except httpx.TransportError:
             pass  # not listening yet
         time.sleep(0.1)
-    raise RuntimeError(f"costgate serve not ready after {READY_TIMEOUT:g} s:\n{_tail(log)}")
+    raise RuntimeError(f"costgate serve not ready after {READY_TIMEOUT:g} s:\n{tail(log)}")
 
 
-def _tail(log: Path) -> str:
+def tail(log: Path) -> str:
     return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-20:])
 
 
@@ -323,7 +336,7 @@ def _open_loop_row(
 
 def run(log: Callable[[str], None] = print) -> list[Row]:
     """The server rows; raises RuntimeError when the server misbehaves before the load."""
-    port = _free_port()
+    port = free_port()
     base = f"https://127.0.0.1:{port}"
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="costgate-bench-") as tmp:
@@ -332,11 +345,11 @@ def run(log: Callable[[str], None] = print) -> list[Row]:
         ca = cert_dir / "ca.crt"
         server_log = directory / "server.log"
         log(f"server: costgate serve on CPU {SERVER_CPU}, port {port}")
-        with _server(port, cert_dir, server_log) as process:
-            _wait_for_ca(ca, process, server_log)
+        with serve(port, cert_dir, server_log) as process:
+            wait_for_ca(ca, process, server_log)
             context = ssl.create_default_context(cafile=str(ca))
             with httpx.Client(base_url=base, verify=context, timeout=5) as client:
-                _wait_ready(client, process, server_log)
+                wait_ready(client, process, server_log)
                 for target in TARGETS:
                     _check_answer(client, target)
                 log("server: every endpoint answers as expected")
@@ -362,7 +375,7 @@ def run(log: Callable[[str], None] = print) -> list[Row]:
                 fixed, others = quietly(measure, log, live)
                 rows.append(_open_loop_row(target, fixed, with_target, others))
             if process.poll() is not None:
-                raise RuntimeError(f"costgate serve died under load:\n{_tail(server_log)}")
+                raise RuntimeError(f"costgate serve died under load:\n{tail(server_log)}")
     return rows
 
 

@@ -1,0 +1,406 @@
+"""Load and soak: the real `costgate serve` over TLS, offered a realistic mix of reviews at
+rising fixed rates until p99 passes 10 ms, then held at half that rate. Owns the "load" rows.
+
+The mix is what the API server sends costgate under the shipped webhook configuration (its
+matchConditions drop non-GPU objects and the controllers' own updates): GPU pods made by the
+Argo and Job controllers (already priced: the commonest call), GPU pods, Jobs, Workflows and
+CronWorkflows submitted by people (priced, some denied, some warned), and people's updates.
+Each object is reviewed twice, /mutate then /validate, as the API server does. Every request
+carries a fresh uid and an answer counts only when it is HTTP 200 with that uid.
+
+For each worker count (1, then 2):
+
+1. Start `costgate serve --workers N` on the embedded default (the shipped policy, in-memory
+   state) with its self-signed TLS, and check that every request of the mix is answered.
+2. Ramp: offer the mix for 10 s (after 2 s of warm-up) at 250 requests/s, then 25% more each
+   step, until a step fails: p99 above 10 ms, an error, or under 97% of the offered rate
+   answered. Two bisection steps between the last rate that held and the first that failed.
+   The **sustained rate** is the highest rate that held.
+3. Half: 30 s at 50% of the sustained rate: p50, p99, p99.9.
+4. Soak (1 worker unless told otherwise): 10 minutes at 50% of the sustained rate, the
+   server's resident memory (all its processes) read every 5 s: start, end and peak, and
+   every request must be answered right.
+
+One worker runs pinned to CPU 0 with the load generator (bench/openloop.py) on CPU 1. Two
+workers run on both CPUs and share them with the generator: on this 2-vCPU machine that
+measures contention, not scaling. Latency counts from when a request was due, not sent.
+
+    python bench/load.py                         # ramp and half for 1 and 2 workers, soak 1
+    python bench/load.py --workers 1 --soak-seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from quiet import CpuTimes, others_share, wait_quiet
+from report import Row, render, write_json
+from server import FIXTURES, LOAD_CPU, SERVER_CPU, free_port, serve, tail, wait_for_ca, wait_ready
+
+__all__ = ["MIX", "main", "run"]
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results" / "load.json"
+
+P99_LIMIT_MS = 10.0
+START_RATE = 250.0
+STEP_FACTOR = 1.25
+BISECTIONS = 2
+STEP_SECONDS, STEP_WARMUP = 10.0, 2.0
+HALF_SECONDS = 30.0
+SOAK_SECONDS = 600.0
+RSS_EVERY = 5.0
+CONNECTIONS = 16
+MIN_ANSWERED = 0.97  # share of the offered rate a step must answer to hold
+
+# (endpoint, fixture, weight): per 100 objects reviewed, each reviewed on both endpoints.
+_OBJECTS = (
+    ("pod-create-by-workflow-controller", 30),  # Argo's GPU pods: already priced
+    ("pod-create-generatename", 20),  # a Job's GPU pod: already priced
+    ("pod-create-gpu", 10),  # 8 × H100 by a person: over the threshold, denied
+    ("pod-create-warn", 8),  # priced with a warning, admitted, deadline injected
+    ("pod-create-sidecar-init", 4),
+    ("pod-create-deny", 5),  # missing labels
+    ("job-create-gpu", 8),
+    ("workflow-create-gpu-dag", 6),
+    ("workflow-create-withitems", 4),
+    ("cronworkflow-create", 2),
+    ("pod-update-label", 2),
+    ("workflow-update-label", 1),
+)
+MIX = tuple(
+    (f"/{endpoint}", f"{endpoint}-{name}.json", weight)
+    for name, weight in _OBJECTS
+    for endpoint in ("mutate", "validate")
+)
+
+
+@dataclass(slots=True)
+class Config:
+    workers: int
+    server_cpus: str
+    load_cpus: str | None  # None: the generator is not pinned
+
+
+def _config(workers: int) -> Config:
+    if workers == 1:
+        return Config(1, str(SERVER_CPU), str(LOAD_CPU))
+    return Config(workers, f"{SERVER_CPU},{LOAD_CPU}", None)
+
+
+@dataclass(slots=True)
+class Step:
+    rate: float
+    result: dict[str, float | int]
+    others_cpu: float
+
+    @property
+    def held(self) -> bool:
+        r = self.result
+        return (
+            r["errors"] == 0
+            and r["unanswered"] == 0
+            and float(r["p99_ms"]) <= P99_LIMIT_MS
+            and float(r["achieved_rate"]) >= MIN_ANSWERED * self.rate
+        )
+
+    def describe(self) -> str:
+        r = self.result
+        text = (
+            f"{self.rate:,.0f}/s: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+            f"p99.9 {r['p999_ms']:.2f} ms, answered {r['achieved_rate']:,.0f}/s, "
+            f"send lag p99 {r['send_lag_p99_ms']:.2f} ms"
+        )
+        if r["errors"] or r["unanswered"]:
+            text += f", {r['errors']} errors, {r['unanswered']} unanswered"
+        return text
+
+
+@dataclass(slots=True)
+class Memory:
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds, bytes)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of `pid` and all its descendants (uvicorn's workers), in bytes."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text(encoding="ascii")
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue  # exited meanwhile
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+        for task in tasks:
+            try:
+                pending += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return total
+
+
+def tree_pids(pid: int) -> list[int]:
+    pids, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        pids.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+@contextmanager
+def _sampling(pid: int, every: float) -> Iterator[Memory]:
+    memory = Memory()
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def sample() -> None:
+        while True:
+            memory.samples.append((time.monotonic() - start, tree_rss(pid)))
+            if stop.wait(every):
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield memory
+    finally:
+        stop.set()
+        thread.join()
+        memory.samples.append((time.monotonic() - start, tree_rss(pid)))
+
+
+def _offer(
+    port: int, mix: Path, ca: Path, config: Config, rate: float, seconds: float, warmup: float
+) -> dict[str, float | int]:
+    """bench/openloop.py offering the mix at `rate` for warmup + seconds."""
+    command = [sys.executable, str(BENCH / "openloop.py"), "--port", str(port)]
+    command += ["--mix", str(mix), "--unique-uids", "--cafile", str(ca)]
+    command += ["--rate", f"{rate:.0f}", "--seconds", str(seconds), "--warmup", str(warmup)]
+    command += ["--connections", str(CONNECTIONS)]
+    if config.load_cpus is not None:
+        command = ["taskset", "-c", config.load_cpus, *command]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + warmup + 120, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"openloop.py failed ({done.returncode}):\n{done.stderr}")
+    result: dict[str, float | int] = json.loads(done.stdout)
+    return result
+
+
+def _check_mix(client: httpx.Client) -> None:
+    """One request of each kind in the mix: HTTP 200, an AdmissionReview with its uid."""
+    for path, fixture, _ in MIX:
+        body = (FIXTURES / fixture).read_bytes()
+        uid = json.loads(body)["request"]["uid"]
+        answer = client.post(path, content=body, headers={"Content-Type": "application/json"})
+        try:
+            good = answer.status_code == 200 and answer.json()["response"]["uid"] == uid
+        except (ValueError, KeyError, TypeError):
+            good = False
+        if not good:
+            raise RuntimeError(
+                f"POST {path} {fixture}: HTTP {answer.status_code} {answer.text[:300]}"
+            )
+
+
+def _ramp(measure: Callable[[float], Step], log: Callable[[str], None]) -> list[Step]:
+    """Rising rates until one fails, then bisection: every step, in the order run."""
+    steps: list[Step] = []
+    rate = START_RATE
+    while True:
+        step = measure(rate)
+        steps.append(step)
+        log(f"  {'held' if step.held else 'FAILED'} {step.describe()}")
+        if not step.held:
+            break
+        rate = round(rate * STEP_FACTOR / 10) * 10
+    held = [s.rate for s in steps if s.held]
+    if not held:
+        return steps
+    low, high = max(held), steps[-1].rate
+    for _ in range(BISECTIONS):
+        middle = round((low + high) / 2 / 10) * 10
+        if middle in (low, high):
+            break
+        step = measure(middle)
+        steps.append(step)
+        log(f"  {'held' if step.held else 'FAILED'} {step.describe()}")
+        low, high = (middle, high) if step.held else (low, middle)
+    return steps
+
+
+def _run_workers(
+    workers: int, soak_seconds: float, log: Callable[[str], None], directory: Path
+) -> list[Row]:
+    config = _config(workers)
+    port = free_port()
+    cert_dir = directory / f"certs-{workers}"
+    ca = cert_dir / "ca.crt"
+    server_log = directory / f"server-{workers}.log"
+    mix = directory / "mix.json"
+    mix.write_text(
+        json.dumps([{"path": p, "body": str(FIXTURES / f), "weight": w} for p, f, w in MIX])
+    )
+    label = f"{workers} worker{'s' if workers > 1 else ''}"
+    rows: list[Row] = []
+    log(f"load: costgate serve --workers {workers} on CPUs {config.server_cpus}, port {port}")
+    with serve(port, cert_dir, server_log, config.server_cpus, workers) as process:
+        wait_for_ca(ca, process, server_log)
+        context = ssl.create_default_context(cafile=str(ca))
+        base = f"https://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, verify=context, timeout=5) as client:
+            wait_ready(client, process, server_log)
+            _check_mix(client)
+        log(f"load: every request of the mix answered ({len(MIX)} kinds)")
+        live = tree_pids(process.pid)
+
+        def measure(rate: float, seconds: float = STEP_SECONDS) -> Step:
+            wait_quiet(log, live)
+            before = CpuTimes.now(live)
+            result = _offer(port, mix, ca, config, rate, seconds, STEP_WARMUP)
+            return Step(rate, result, others_share(before, CpuTimes.now(live)))
+
+        log(f"load: ramp from {START_RATE:.0f}/s, ×{STEP_FACTOR} until p99 > {P99_LIMIT_MS} ms")
+        steps = _ramp(measure, log)
+        held = [s for s in steps if s.held]
+        if not held:
+            raise RuntimeError(f"{label}: not even {START_RATE:.0f}/s held:\n{tail(server_log)}")
+        sustained = max(held, key=lambda s: s.rate)
+        first_failed = min((s for s in steps if not s.held), key=lambda s: s.rate)
+        rows.append(
+            Row(
+                "load",
+                f"load {label}: sustained rate (p99 ≤ {P99_LIMIT_MS:g} ms)",
+                f"{sustained.rate:,.0f}/s (at {first_failed.rate:,.0f}/s: "
+                f"p99 {first_failed.result['p99_ms']:.1f} ms)",
+                others_cpu=max(s.others_cpu for s in steps),
+                data={
+                    "sustained_rate": sustained.rate,
+                    "steps": json.dumps([{"rate": s.rate, **s.result} for s in steps]),
+                },
+            )
+        )
+        half = sustained.rate / 2
+        log(f"load: {half:,.0f}/s for {HALF_SECONDS:g} s (50% of the sustained rate)")
+        step = measure(half, HALF_SECONDS)
+        log(f"  {step.describe()}")
+        rows.append(
+            Row(
+                "load",
+                f"load {label}: 50% of sustained, {half:,.0f}/s for {HALF_SECONDS:g} s",
+                f"p50 {step.result['p50_ms']:.2f} ms, p99 {step.result['p99_ms']:.2f} ms, "
+                f"p99.9 {step.result['p999_ms']:.2f} ms",
+                f"p99 ≤ {P99_LIMIT_MS:g} ms",
+                float(step.result["p99_ms"]) <= P99_LIMIT_MS,
+                others_cpu=step.others_cpu,
+                ok=step.result["errors"] == 0 and step.result["unanswered"] == 0,
+                data=dict(step.result),
+            )
+        )
+        if soak_seconds > 0:
+            log(f"soak: {half:,.0f}/s for {soak_seconds:g} s, RSS every {RSS_EVERY:g} s")
+            with _sampling(process.pid, RSS_EVERY) as memory:
+                soak = measure(half, soak_seconds)
+            log(f"  {soak.describe()}")
+            rows.append(_soak_row(label, half, soak_seconds, soak, memory))
+        if process.poll() is not None:
+            raise RuntimeError(f"costgate serve died under load:\n{tail(server_log)}")
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _soak_row(label: str, rate: float, seconds: float, soak: Step, memory: Memory) -> Row:
+    mib = [rss / 2**20 for _, rss in memory.samples]
+    start, end, peak = mib[0], mib[-1], max(mib)
+    # Growth over the second half, per minute: a leak keeps climbing; caches settle.
+    half_way = [m for (t, _), m in zip(memory.samples, mib, strict=True) if t >= seconds / 2]
+    minutes = (memory.samples[-1][0] - seconds / 2) / 60
+    slope = (half_way[-1] - half_way[0]) / minutes if len(half_way) > 1 and minutes > 0 else 0.0
+    r = soak.result
+    ok = r["errors"] == 0 and r["unanswered"] == 0
+    return Row(
+        "load",
+        f"soak {label}: {rate:,.0f}/s for {_duration(seconds)}",
+        f"{r['measured']:,} answered, {r['errors']} errors, {r['unanswered']} unanswered; "
+        f"p99 {r['p99_ms']:.2f} ms; RSS {start:.1f} → {end:.1f} MiB (peak {peak:.1f}, "
+        f"{slope:+.2f} MiB/min over the second half)",
+        "no error",
+        ok,
+        others_cpu=soak.others_cpu,
+        ok=ok,
+        data={
+            **r,
+            "rss_start_mib": round(start, 1),
+            "rss_end_mib": round(end, 1),
+            "rss_peak_mib": round(peak, 1),
+            "rss_second_half_mib_per_min": round(slope, 3),
+            "rss_samples": json.dumps([(round(t, 1), rss) for t, rss in memory.samples]),
+        },
+    )
+
+
+def run(
+    workers: tuple[int, ...] = (1, 2),
+    soak_seconds: float = SOAK_SECONDS,
+    soak_workers: tuple[int, ...] = (1,),
+    log: Callable[[str], None] = print,
+) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="costgate-load-") as tmp:
+        for count in workers:
+            soak = soak_seconds if count in soak_workers else 0.0
+            rows += _run_workers(count, soak, log, Path(tmp))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--soak-seconds", type=float, default=SOAK_SECONDS)
+    parser.add_argument("--soak-workers", type=int, nargs="*", default=[1])
+    args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        print("load benchmark needs two CPUs", file=sys.stderr)
+        return 1
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        rows = run(tuple(args.workers), args.soak_seconds, tuple(args.soak_workers), log)
+    except RuntimeError as exc:
+        log(f"load benchmark failed: {exc}")
+        return 1
+    print(render(rows))
+    write_json(rows, RESULTS)
+    print(f"written to {RESULTS.relative_to(BENCH.parent)}")
+    return 0 if all(row.ok for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
