@@ -735,6 +735,12 @@ class FakeApiServer(ThreadingHTTPServer):
         with self._cond:
             self._conflicts[plural] = self._conflicts.get(plural, 0) + n
 
+    def clear_faults(self) -> None:
+        """End injected failures and conflicts still pending (a storm that stops)."""
+        with self._cond:
+            self._fail_rules.clear()
+            self._conflicts.clear()
+
     def compact(self) -> str:
         """Forget all history up to now: older watch RVs and continue tokens get 410 Expired."""
         with self._cond:

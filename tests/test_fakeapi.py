@@ -453,6 +453,19 @@ def test_conflict_storm_then_success(api, k8s):
     assert api.get("configmaps", "default", "ledger")["metadata"]["resourceVersion"] == "2"
 
 
+def test_clear_faults_ends_a_storm_and_pending_failures(api, k8s):
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_config_map("default", configmap("ledger", total="1"))
+    api.conflict_next(10**6)
+    api.fail_next(10**6, status=503, method="GET")
+    with pytest.raises(ApiException) as err:
+        core.replace_namespaced_config_map("ledger", "default", configmap("ledger", total="2"))
+    assert err.value.status == 409
+    api.clear_faults()
+    core.replace_namespaced_config_map("ledger", "default", configmap("ledger", total="2"))
+    assert core.read_namespaced_config_map("ledger", "default").data == {"total": "2"}
+
+
 def test_create_twice_is_409_already_exists_and_generate_name(api, k8s):
     core = client.CoreV1Api(k8s)
     first = core.create_namespaced_config_map("default", configmap("x"))

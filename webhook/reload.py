@@ -64,16 +64,23 @@ class Reloader(Generic[T]):
         seen = _fingerprint(self._paths)
         if seen == self._seen:
             return False
-        self._seen = seen
         try:
             value = self._load()
         except Exception as exc:
+            if _fingerprint(self._paths) != seen:
+                return False  # written to while read: see below
+            self._seen = seen
             log.error(
                 "refused a changed file; keeping the one in use",
                 extra={"file": self.name, "error": str(exc)},
             )
             self._on_result(self.name, False)
             return False
+        if _fingerprint(self._paths) != seen:
+            # written to while read (in place, not swapped by a rename): what was read may
+            # be half a file, even a valid one; read it again, whole, at the next check
+            return False
+        self._seen = seen
         self._value = value
         log.info("reloaded", extra={"file": self.name})
         self._on_result(self.name, True)

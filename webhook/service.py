@@ -39,6 +39,12 @@ Endpoint = Literal["mutate", "validate"]
 # are the validating webhook's: it sees the object after every mutation.
 _MUTATE_DENIES = frozenset({"invalid-request", "invalid-gpu-request", "invalid-runtime"})
 
+# The longest an admitted review waits for its ledger write, queueing for a thread included.
+# Each write is bounded (ConfigMapLedger's deadline), but when the API server is slow they
+# queue behind each other; past this the policy answers, before the validating webhook's
+# timeoutSeconds (10) runs out and the API server rejects the request itself.
+LEDGER_WAIT_SECONDS = 8.0
+
 
 class Answer(NamedTuple):
     status: int
@@ -103,8 +109,15 @@ class AdmissionService:
         step = self._answer(body, endpoint)
         if isinstance(step, Answer):
             answer = step
-        elif self.state is not None and self.state.blocking:
-            answer = await asyncio.to_thread(step.finish)
+        elif self.state is not None and self.state.blocking and step.decision.charge is not None:
+            # only a budget charge waits on the network; a quota hold is memory, answered
+            # here rather than queued behind ledger writes for a thread
+            try:
+                answer = await asyncio.wait_for(
+                    asyncio.to_thread(step.finish), LEDGER_WAIT_SECONDS
+                )  # a write still queued is cancelled; one under way ends by its deadline
+            except TimeoutError:
+                answer = step.finish(f"no answer from the ledger in {LEDGER_WAIT_SECONDS:g}s")
         else:
             answer = step.finish()
         self._observe(endpoint, answer, time.perf_counter() - started)
@@ -203,7 +216,9 @@ class _Admitted(NamedTuple):
     config: Config
     now: float
 
-    def finish(self) -> Answer:
+    def finish(self, unavailable: str = "") -> Answer:
+        """Record, then answer; with `unavailable`, the answer without recording (the ledger
+        did not answer in time)."""
         request, decision = self.request, self.decision
         try:
             state = self.service.state
@@ -212,14 +227,14 @@ class _Admitted(NamedTuple):
             uid = str(metadata.get("uid") or request.uid) if isinstance(metadata, dict) else ""
             # an update charges what it adds, under its own entry
             entry = uid if request.operation == "CREATE" else f"{uid}+{int(self.now * 1000)}"
-            result = state.record(uid, decision, self.now, entry)
-            if result is not None and not result.ok:
-                if result.error:
-                    decision = _unavailable(decision, self.config, result.error)
-                    if decision.allowed:  # allowed unrecorded: the quota still holds it
-                        state.record(uid, decision, self.now)
-                else:
-                    decision = refused(decision, over_budget_now(decision, result.spent))
+            result = None if unavailable else state.record(uid, decision, self.now, entry)
+            error = unavailable or (result.error if result is not None else "")
+            if error:
+                decision = _unavailable(decision, self.config, error)
+                if decision.allowed:  # allowed unrecorded: the quota still holds it
+                    state.record(uid, decision, self.now)
+            elif result is not None and not result.ok:
+                decision = refused(decision, over_budget_now(decision, result.spent))
             payload = response_review(request.uid, decision)
             return Answer(200, payload, self.kind, _outcome(decision), decision, request)
         except Exception:

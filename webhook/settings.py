@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     ledger_namespace: str = "costgate-system"  # where the ledger ConfigMaps live
     kubeconfig: Path | None = None  # cluster state: this kubeconfig; default in-cluster
     kube_context: str | None = None
+    # How long the cache is trusted while a watch keeps failing (API server unreachable):
+    # past it /readyz answers 503 and governed workloads get on_state_unavailable.
+    stale_after: float = Field(default=30.0, gt=0)
     # POST /noop reads the body and answers a constant review without parsing it: for
     # benchmarks only, so the cost of costgate's own code shows next to the server's.
     noop_endpoint: bool = False

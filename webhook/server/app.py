@@ -198,6 +198,7 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
             kubeconfig=settings.kubeconfig,
             context=settings.kube_context,
             in_cluster=settings.kubeconfig is None and settings.kube_context is None,
+            stale_after=settings.stale_after,
         )
         assert state.cluster is not None
         lookup = state.cluster.lookup()

@@ -211,6 +211,7 @@ class ClusterState:
         ledger_namespace: str,
         watch_seconds: int = 300,
         page_size: int = 500,
+        stale_after: float = 30.0,
     ) -> None:
         from kubernetes import client
 
@@ -221,6 +222,7 @@ class ClusterState:
         self.tally = Tally()
         self.ledger = ConfigMapLedger(core, ledger_namespace)
         self._config = config
+        self.stale_after = stale_after
         self._templates: dict[tuple[str, str, bool], Any] = {}
         self._seen: dict[str, float] = {}  # uid -> when last seen, for ledger reconciliation
         self._stopping = threading.Event()
@@ -290,11 +292,13 @@ class ClusterState:
         deadline = time.monotonic() + timeout
         return all(w.synced.wait(max(0.0, deadline - time.monotonic())) for w in self.watchers)
 
-    def ready(self, stale_after: float = 30.0) -> bool:
-        """Synced once, and no watch failing for longer than `stale_after` seconds."""
+    def ready(self, stale_after: float | None = None) -> bool:
+        """Synced once, and no watch failing for longer than `stale_after` seconds (default:
+        the state's own)."""
         now = time.monotonic()
+        limit = self.stale_after if stale_after is None else stale_after
         return all(
-            w.synced.is_set() and (w.failing_since is None or now - w.failing_since < stale_after)
+            w.synced.is_set() and (w.failing_since is None or now - w.failing_since < limit)
             for w in self.watchers
         )
 
@@ -412,6 +416,7 @@ def cluster_state(
     api_client: Any = None,
     reconcile_seconds: float = 30.0,
     watch_seconds: int = 300,
+    stale_after: float = 30.0,
 ) -> State:
     """The State of a webhook replica in a cluster: the watch cache and the ConfigMap
     ledger, with pending charges reconciled in the background. Not started: call
@@ -428,7 +433,11 @@ def cluster_state(
             )
         api_client = client.ApiClient()
     cluster = ClusterState(
-        api_client, config=config, ledger_namespace=ledger_namespace, watch_seconds=watch_seconds
+        api_client,
+        config=config,
+        ledger_namespace=ledger_namespace,
+        watch_seconds=watch_seconds,
+        stale_after=stale_after,
     )
     state = State(
         cluster.tally, cluster.ledger, mode="cluster", ready=cluster.ready, cluster=cluster

@@ -14,6 +14,7 @@ ledgers (memory, ConfigMap) only differ in how they store a document.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import threading
@@ -157,7 +158,11 @@ def _decode(configmap: dict[str, Any]) -> Doc:
 class ConfigMapLedger:
     """The ledger in ConfigMaps, written with optimistic concurrency: every write carries
     the resourceVersion it read, and a 409 Conflict (another replica wrote first) means
-    read again and recompute, so two replicas cannot both spend the last dollar."""
+    read again and recompute, so two replicas cannot both spend the last dollar.
+
+    A charge takes at most `deadline` seconds, reads, writes and retries included, so that
+    the validating webhook answers within its own timeout (10 s) when the API server is
+    slow: after that the charge fails as unreachable and the policy answers."""
 
     blocking = True
 
@@ -168,14 +173,17 @@ class ConfigMapLedger:
         *,
         attempts: int = 10,
         timeout: float = 3.0,
+        deadline: float = 5.0,
         grace: float = GRACE_SECONDS,
     ) -> None:
         self.grace = grace
-        self._api = api
+        self._api = _without_retries(api)
         self._namespace = namespace
         self._attempts = attempts
         self._timeout = timeout
+        self._deadline = deadline
         self._lock = threading.Lock()
+        self._turns: dict[str, threading.Lock] = {}  # namespace -> held while writing it
         # namespace -> (resourceVersion, document): fed by the watch and by our own writes
         self._cache: dict[str, tuple[str, Doc]] = {}
 
@@ -234,13 +242,32 @@ class ConfigMapLedger:
         *,
         only_changed: bool = False,
     ) -> ChargeResult:
+        end = time.monotonic() + self._deadline
+        # One write at a time per document in this replica: concurrent charges only made
+        # each other conflict (409), and a burst of them ran out of attempts.
+        with self._lock:
+            turn = self._turns.setdefault(namespace, threading.Lock())
+        if not turn.acquire(timeout=self._deadline):
+            return ChargeResult(False, 0.0, f"ledger busy: waited {self._deadline:g}s to write")
+        try:
+            return self._change(namespace, change, only_changed, end)
+        finally:
+            turn.release()
+
+    def _change(
+        self,
+        namespace: str,
+        change: Callable[[Doc], tuple[Doc | None, float]],
+        only_changed: bool,
+        end: float,
+    ) -> ChargeResult:
         from kubernetes.client.exceptions import ApiException  # the edge's own dependency
 
         name = self.name_for(namespace)
         fresh = False
         for attempt in range(self._attempts):
             try:
-                version, doc = self._read(namespace, name, fresh)
+                version, doc = self._read(namespace, name, fresh, end)
                 updated, spent = change(doc)
                 if updated is None:
                     if fresh:
@@ -249,7 +276,7 @@ class ConfigMapLedger:
                     continue
                 if only_changed and updated is doc:
                     return ChargeResult(False, spent)
-                self._write(namespace, name, version, updated)
+                self._write(namespace, name, version, updated, end)
                 return ChargeResult(True, spent)
             except ApiException as exc:
                 if exc.status == 409:  # someone wrote first: read again, recompute
@@ -263,14 +290,22 @@ class ConfigMapLedger:
                 )
         return ChargeResult(False, 0.0, f"{self._attempts} conflicting writes in a row")
 
-    def _read(self, namespace: str, name: str, fresh: bool) -> tuple[str, Doc]:
+    def _time_left(self, end: float) -> float:
+        """The timeout of the next call: what is left of the charge's deadline, at most
+        `timeout`."""
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no answer within {self._deadline:g}s")
+        return min(self._timeout, left)
+
+    def _read(self, namespace: str, name: str, fresh: bool, end: float) -> tuple[str, Doc]:
         from kubernetes.client.exceptions import ApiException
 
         if not fresh and namespace in self._cache:
             return self._cache[namespace]
         try:
             response = self._api.read_namespaced_config_map(
-                name, self._namespace, _preload_content=False, _request_timeout=self._timeout
+                name, self._namespace, _preload_content=False, _request_timeout=self._time_left(end)
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -283,7 +318,7 @@ class ConfigMapLedger:
             self._cache[namespace] = (version, doc)
         return version, doc
 
-    def _write(self, namespace: str, name: str, version: str, doc: Doc) -> None:
+    def _write(self, namespace: str, name: str, version: str, doc: Doc, end: float) -> None:
         body = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -295,18 +330,30 @@ class ConfigMapLedger:
             },
             "data": {DATA_KEY: orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()},
         }
+        timeout = self._time_left(end)
         if version:
             body["metadata"]["resourceVersion"] = version
             response = self._api.replace_namespaced_config_map(
-                name, self._namespace, body, _preload_content=False, _request_timeout=self._timeout
+                name, self._namespace, body, _preload_content=False, _request_timeout=timeout
             )
         else:  # a 409 AlreadyExists (another replica created it) is retried like a conflict
             response = self._api.create_namespaced_config_map(
-                self._namespace, body, _preload_content=False, _request_timeout=self._timeout
+                self._namespace, body, _preload_content=False, _request_timeout=timeout
             )
         stored = orjson.loads(response.data)
         with self._lock:
             self._cache[namespace] = (str(stored["metadata"]["resourceVersion"]), doc)
+
+
+def _without_retries(api: Any) -> Any:
+    """The same CoreV1Api on a client without urllib3's own retries: they retry a timed-out
+    GET or PUT three times, so one slow write took four timeouts (12 s, past the webhook's).
+    The ledger retries conflicts itself, within its deadline."""
+    from kubernetes import client
+
+    configuration = copy.copy(api.api_client.configuration)
+    configuration.retries = False
+    return client.CoreV1Api(client.ApiClient(configuration))
 
 
 def _newer(version: str, than: str) -> bool:
