@@ -29,10 +29,10 @@ H100 = {"costgate.io/gpu-type": "h100-80gb", "costgate.io/max-runtime": "24h"}
 
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
-    """(alice's private key, the approvers directory holding her public key)."""
+    """(carol's private key, the approvers directory holding her public key)."""
     private = tmp_path / "private"
     approvers = tmp_path / "approvers"
-    pair = keygen("alice", private)
+    pair = keygen("carol", private)
     approvers.mkdir()
     (approvers / pair.public_path.name).write_bytes(pair.public_path.read_bytes())
     return pair.private_path, approvers
@@ -43,7 +43,7 @@ def raw_claims(**changes) -> dict:
     claims = {
         "iss": "costgate",
         "aud": AUDIENCE,
-        "sub": "alice",
+        "sub": "carol",
         "ns": "team-a",
         "experiment": "exp-1",
         "max_usd": 1e9,
@@ -91,7 +91,7 @@ def test_round_trip(keys) -> None:
     key, approvers = keys
     verdict = Keyring(approvers).verify(token(key, reason="quarterly run"))
     assert isinstance(verdict, Approval)
-    assert verdict.approver == "alice"
+    assert verdict.approver == "carol"
     assert verdict.key_id == key.name.removesuffix(".key")
     assert (verdict.namespace, verdict.experiment, verdict.max_usd) == ("team-a", "exp-1", 2000.0)
     assert verdict.expires_at == NOW + 3600
@@ -101,9 +101,9 @@ def test_round_trip(keys) -> None:
 def test_a_valid_approval_lifts_the_gate_and_is_recorded(keys, config) -> None:
     decision = decide(expensive(token(keys[0])), config)
     assert decision.allowed and not decision.reasons
-    assert any(w.startswith("costgate: approved by alice (key alice.") for w in decision.warnings)
+    assert any(w.startswith("costgate: approved by carol (key carol.") for w in decision.warnings)
     assert decision.audit["approval-max-usd"] == "2000.00"
-    assert decision.audit["approval-key-id"].startswith("alice.")
+    assert decision.audit["approval-key-id"].startswith("carol.")
     assert decision.audit["approval-expires"] == str(int(NOW + 3600))
 
 
@@ -230,8 +230,8 @@ def test_nan_max_usd_cannot_cover_everything(keys, config) -> None:
 
 def test_key_rotation_two_keys_then_one(tmp_path, table, policy) -> None:
     approvers = tmp_path / "approvers"
-    old = keygen("alice", tmp_path / "k1")
-    new = keygen("alice", tmp_path / "k2")
+    old = keygen("carol", tmp_path / "k1")
+    new = keygen("carol", tmp_path / "k2")
     approvers.mkdir()
     for pair in (old, new):
         (approvers / pair.public_path.name).write_bytes(pair.public_path.read_bytes())
@@ -254,7 +254,7 @@ def test_namespace_policy_names_who_may_approve_and_how_much(keys, table, tmp_pa
     decision = decide(expensive(token(keys[0], max_usd=5000.0)), config)
     messages = " ".join(r.message for r in decision.reasons)
     assert codes(decision) == ["invalid-approval", "invalid-approval"]
-    assert '"alice" may not approve for namespace "team-a" (approvers there: bob)' in messages
+    assert '"carol" may not approve for namespace "team-a" (approvers there: bob)' in messages
     assert "more than the $1,500.00 one approval may grant" in messages
 
 

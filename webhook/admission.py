@@ -23,6 +23,9 @@ API_VERSION = "admission.k8s.io/v1"
 _OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 _UID = re.compile(rb'"uid"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
 _UID_SCAN_BYTES = 64 * 1024
+# "large numbers of warnings may be truncated" (AdmissionResponse.warnings): the first ones
+# are what kubectl shows; 10,000 of them (one per bad template) only make the answer huge
+_MAX_WARNINGS = 16
 _STATUS_REASONS = {
     400: "BadRequest",
     403: "Forbidden",
@@ -141,7 +144,10 @@ def response_review(
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
     if warnings and decision.warnings:
-        response["warnings"] = list(decision.warnings)
+        shown = list(decision.warnings[:_MAX_WARNINGS])
+        if len(decision.warnings) > _MAX_WARNINGS:
+            shown.append(messages.more_warnings(len(decision.warnings) - _MAX_WARNINGS))
+        response["warnings"] = shown
     if audit and decision.audit:
         response["auditAnnotations"] = dict(decision.audit)
     return _review(response)

@@ -11,9 +11,24 @@ from . import messages
 from .policy import NamespacePolicy
 from .types import Approval, Estimate, Reason, Workload
 
-__all__ = ["EXPERIMENT_LABEL", "check_approval"]
+__all__ = ["EXPERIMENT_LABEL", "OWNER_LABEL", "check_approval", "same_person"]
 
 EXPERIMENT_LABEL = "experiment"
+OWNER_LABEL = "owner"
+
+
+def _names(user: str) -> set[str]:
+    """The forms a user name takes: `alice`, `oidc:alice`, `alice@example.com` and
+    `system:serviceaccount:ns:alice` all name alice."""
+    user = user.strip().lower()
+    last = user.rpartition(":")[2]
+    return {user, last, last.partition("@")[0]} - {""}
+
+
+def same_person(approver: str, user: str) -> bool:
+    """Whether an approver name and a Kubernetes user or owner label name the same person.
+    Approver names are lowercase letters, digits and '-' (costgate keygen)."""
+    return bool(approver) and approver.lower() in _names(user)
 
 
 def check_approval(
@@ -24,9 +39,18 @@ def check_approval(
     policy: NamespacePolicy,
     now: float,
     skew: int,
+    requester: str = "",
 ) -> list[Reason]:
-    """Every way the approval fails to cover this workload; [] when it covers it."""
+    """Every way the approval fails to cover this workload; [] when it covers it.
+
+    `requester` is the user the API server authenticated (request.userInfo.username): an
+    approver may not approve what they submit, nor a workload that names them its owner."""
     problems: list[str] = []
+    owner = workload.labels.get(OWNER_LABEL, "")
+    if same_person(approval.approver, requester):
+        problems.append(messages.approval_self(approval, "submitted", requester))
+    elif same_person(approval.approver, owner):
+        problems.append(messages.approval_self(approval, "owned", owner))
     if now > approval.expires_at + skew:
         problems.append(messages.approval_expired(approval))
     if approval.issued_at > now + skew:

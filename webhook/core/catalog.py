@@ -51,6 +51,9 @@ class ResourceRule:
 
 
 _GPU_GROUPS = frozenset({"nvidia.com", "amd.com"})
+# GPU resources whose name after the slash does not say so (Intel's GPU device plugin; the
+# group alone would also take its `millicores` and `memory.max` shares for whole GPUs).
+_GPU_RESOURCES = frozenset({"gpu.intel.com/i915", "gpu.intel.com/xe"})
 
 
 def normalize_label_value(value: str) -> str:
@@ -100,10 +103,13 @@ class PriceTable:
         unpriced name cannot slip through as a CPU-only pod."""
         known = self.gpu_names.get(name)
         if known is None:
-            group, _, resource = name.partition("/")
+            # Folded: the name after the slash may be upper case (`example.com/GPU`).
+            folded = name.lower()
+            group, _, resource = folded.partition("/")
             known = self.gpu_names.put(
                 name,
                 name in self.resources
+                or folded in _GPU_RESOURCES
                 or (
                     bool(resource)
                     and ("gpu" in resource or resource.startswith("mig-") or group in _GPU_GROUPS)

@@ -117,6 +117,7 @@ def _gate(
     verify: ApprovalVerifier | None,
     now: float,
     skew: int,
+    requester: str,
 ) -> tuple[list[Reason], Approval | None]:
     """The cost gate: (reasons, the approval that lifted it)."""
     if estimate.usd <= limit:
@@ -139,7 +140,13 @@ def _gate(
     if isinstance(verdict, Reason):
         return [verdict], None
     problems = check_approval(
-        verdict, workload=workload, estimate=estimate, policy=policy, now=now, skew=skew
+        verdict,
+        workload=workload,
+        estimate=estimate,
+        policy=policy,
+        now=now,
+        skew=skew,
+        requester=requester,
     )
     return problems, (None if problems else verdict)
 
@@ -154,6 +161,7 @@ def decide(
     now: float = 0.0,
     skew: int = 60,
     state: UsageView | None = None,
+    requester: str = "",
 ) -> Decision:
     """The decision for a GPU workload that is priced here (batch or serving). `state` is
     the current use, read only when the namespace has quotas or budgets."""
@@ -223,6 +231,7 @@ def decide(
                     verify=verify,
                     now=now,
                     skew=skew,
+                    requester=requester,
                 )
                 reasons += gate_reasons
                 if approval is not None:

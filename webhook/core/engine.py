@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import messages
 from .catalog import PriceTable
 from .decide import check_labels, decide
 from .extract.job import extract_cronjob, extract_job
@@ -25,7 +26,14 @@ from .extract.workflow import (
 from .policy import Policy
 from .pricing import price
 from .quota import Usage, UsageView, demand, without
-from .types import ANNOTATION_ESTIMATED_COST, ApprovalVerifier, Decision, Request, Workload
+from .types import (
+    ANNOTATION_ESTIMATED_COST,
+    ApprovalVerifier,
+    Decision,
+    Reason,
+    Request,
+    Workload,
+)
 
 __all__ = ["Config", "evaluate", "finished", "handles", "holding"]
 
@@ -66,7 +74,11 @@ def handles(group: str, kind: str) -> bool:
 
 
 def _decide(
-    workload: Workload, config: Config, now: float, state: UsageView | None = None
+    workload: Workload,
+    config: Config,
+    now: float,
+    state: UsageView | None = None,
+    requester: str = "",
 ) -> Decision:
     return decide(
         workload,
@@ -77,6 +89,7 @@ def _decide(
         now=now,
         skew=config.policy.approval_clock_skew_seconds,
         state=state,
+        requester=requester,
     )
 
 
@@ -121,13 +134,17 @@ def _update(
             parse_text=config.parse_text,
             lookup=config.lookup,
         )
-    except ObjectError:
+    except (ObjectError, RecursionError):
         old = None
     old_decision = _decide(old, config, now) if old is not None else None
     # quotas and budgets already hold the old version: measure the new one against the rest
     old_usage = old_decision.usage if old_decision is not None else None
     new_decision = _decide(
-        workload, config, now, without(state, old_usage) if state is not None else None
+        workload,
+        config,
+        now,
+        without(state, old_usage) if state is not None else None,
+        request.username,
     )
     if old_usage is not None and new_decision.charge is not None:
         # the budget holds the old estimate already: charge what the update adds
@@ -154,12 +171,42 @@ def _update(
     return kept
 
 
+def _stamp(obj: Mapping[str, Any] | None) -> Any:
+    metadata = obj.get("metadata") if obj else None
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    return annotations.get(ANNOTATION_ESTIMATED_COST) if isinstance(annotations, dict) else None
+
+
+def _stamp_kept(request: Request, decision: Decision) -> Decision:
+    """An update may not drop or edit the estimate stamp: it is how `holding` knows costgate
+    priced the object, so that an ownerReference naming a trusted controller (anyone can
+    write one, and add it later) does not hide the object from quotas. The mutating
+    webhook writes it back."""
+    old = _stamp(request.old_obj)
+    if decision.stamp is not None or not decision.allowed or type(old) is not str:
+        return decision
+    if _stamp(request.obj) == old:
+        return decision
+    return decision._replace(stamp=old)
+
+
 def evaluate(
     request: Request, *, config: Config, now: float = 0.0, state: UsageView | None = None
 ) -> Decision:
     """The decision for one admission request (or one manifest, from the CLI) at Unix time
     `now` (which approvals' expiry and budget months read), against the current use `state`
     (None: quotas and budgets are not checked)."""
+    try:
+        return _evaluate(request, config, now, state)
+    except RecursionError:
+        # Input deeper than Python recurses (orjson reads 1024 levels, the interpreter stops
+        # near 1000) or steps templates nested a hundred deep (read, then priced, by
+        # recursion): the sender's to fix, not an internal error.
+        reason = Reason("invalid-request", messages.nested_too_deep())
+        return Decision(allowed=False, reasons=(reason,), status_code=400)
+
+
+def _evaluate(request: Request, config: Config, now: float, state: UsageView | None) -> Decision:
     extractor = _EXTRACTORS.get((request.group, request.kind))
     if extractor is None or request.namespace in config.policy.exempt_namespaces:
         return _ALLOW
@@ -180,12 +227,12 @@ def evaluate(
     if workload is None:
         return _ALLOW
     if request.operation == "UPDATE":
-        return _update(request, workload, extractor, config, now, state)
+        return _stamp_kept(request, _update(request, workload, extractor, config, now, state))
     if workload.workload_class == "controlled":
         return Decision(
             allowed=True, workload=workload, audit={"decision": "allow", "priced-with": "owner"}
         )
-    return _decide(workload, config, now, state)
+    return _decide(workload, config, now, state, request.username)
 
 
 # Kinds that hold GPUs while they run. Cron* and templates only make them.
@@ -238,7 +285,9 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
         return None
     annotations = metadata.get("annotations")
     stamped = isinstance(annotations, dict) and ANNOTATION_ESTIMATED_COST in annotations
-    creator = "" if stamped else _creator(metadata, config.policy)
+    # Only a pod counts with its owner, which the watch counts: a Job a CronJob made, or a
+    # Workflow a CronWorkflow made, holds GPUs that nothing else would count.
+    creator = "" if stamped or kind != "Pod" else _creator(metadata, config.policy)
     request = Request(
         uid="",
         operation="CREATE",
@@ -257,7 +306,7 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
             parse_text=config.parse_text,
             lookup=config.lookup,
         )
-    except ObjectError:
+    except (ObjectError, RecursionError):
         return None
     if workload is None or workload.workload_class == "controlled" or not workload.pods:
         return None

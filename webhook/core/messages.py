@@ -8,6 +8,7 @@ output or stretch a message without bound.
 from __future__ import annotations
 
 import datetime as dt
+import reprlib
 from collections.abc import Iterable
 
 from .quantities import format_hours
@@ -54,8 +55,10 @@ __all__ = [
     "invalid_runtime",
     "missing_labels",
     "money",
+    "more_warnings",
     "near_budget",
     "near_quota",
+    "nested_too_deep",
     "out_of_range",
     "over_budget",
     "over_quota",
@@ -87,11 +90,18 @@ WARNING_PREFIX = "costgate: "
 _SHORT_WARNING = 120
 _MAX_WARNING = 256
 _MAX_QUOTED = 80
+# Problems, templates and labels spelled out in one message; the rest are counted, so that
+# 10,000 bad containers make a denial one can read rather than a megabyte of it.
+_MAX_LISTED = 10
+# repr bounded in depth and width: a value nested 1,000 levels deep (orjson reads 1024, Python
+# recurses about 1000) or a list of a million items quotes in constant time, without raising
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _MAX_QUOTED
 
 
 def quote(value: object) -> str:
     """A user-controlled value in double quotes, control characters escaped, length bounded."""
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else _REPR.repr(value)
     if len(text) > _MAX_QUOTED:
         text = text[: _MAX_QUOTED - 1] + "…"
     if text.isprintable() and '"' not in text and "\\" not in text:
@@ -99,6 +109,15 @@ def quote(value: object) -> str:
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
     return f'"{escaped}"'
+
+
+def _one_line(text: str) -> str:
+    """`text` with what kubectl would not print as itself (newlines, NUL, bidi overrides,
+    zero-width characters) escaped. User-controlled names also reach sentences unquoted,
+    inside field paths and template names, so the one-line guarantee is kept here."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 def money(usd: float) -> str:
@@ -133,11 +152,13 @@ def _runs(runs: float | None) -> str:
 def _workflow_breakdown(estimate: Estimate) -> str:
     hours = format_hours(round(estimate.hours * 3600))
     parts = []
-    for line in estimate.lines:
+    for line in estimate.lines[:_MAX_LISTED]:
         text = f"{line.shape}: {line.count} × {line.label} at {money(line.usd_per_hour)}/h"
         if estimate.basis == "steps" and line.hours is not None:
             text += f" × {format_hours(round(line.hours * 3600))}{_runs(line.runs)}"
         parts.append(text)
+    if len(estimate.lines) > _MAX_LISTED:
+        parts.append(f"{len(estimate.lines) - _MAX_LISTED:,} more templates")
     if estimate.basis == "steps":
         return f"({' + '.join(parts)})"
     peak = money(estimate.peak_usd_per_hour)
@@ -155,14 +176,14 @@ def cost(estimate: Estimate) -> str:
 
 def warning(text: str) -> str:
     """A kubectl warning line: prefixed, one line, within the API server's limit."""
-    line = WARNING_PREFIX + text
+    line = WARNING_PREFIX + _one_line(text)
     return line if len(line) <= _MAX_WARNING else line[: _MAX_WARNING - 1] + "…"
 
 
 def estimate_warning(estimate: Estimate, cost_text: str, gpus: float) -> str:
     """The warning every admitted GPU workload gets: `cost_text` is `cost(estimate)`, `gpus`
     the most GPUs the workload runs at once (for the short form)."""
-    line = WARNING_PREFIX + "estimated cost " + cost_text
+    line = WARNING_PREFIX + "estimated cost " + _one_line(cost_text)
     if len(line) <= _SHORT_WARNING:
         return line
     suffix = (
@@ -234,9 +255,13 @@ def unknown_gpu_annotation(value: str, known: Iterable[str]) -> str:
 
 
 def _unknown_labels(labels: Iterable[str]) -> str:
-    labels = [quote(label) for label in labels]
+    labels = list(labels)
     if not labels:
         return ""
+    more = len(labels) - _MAX_LISTED
+    labels = [quote(label) for label in labels[:_MAX_LISTED]]
+    if more > 0:
+        labels.append(f"{more:,} more")
     return f" (no GPU type in the pricing table matches {', '.join(labels)})"
 
 
@@ -310,6 +335,10 @@ def runtime_ignored_for_serving() -> str:
         f"{ANNOTATION_MAX_RUNTIME} is ignored for serving pods (owned by a ReplicaSet, StatefulSet "
         f"or DaemonSet): they are priced per month and get no deadline"
     )
+
+
+def more_warnings(count: int) -> str:
+    return warning(f"{count:,} more warnings not shown; costgate estimate -f FILE lists them all")
 
 
 def would_deny(code: str, message: str) -> str:
@@ -455,6 +484,13 @@ def approval_too_small(approval: Approval, usd: float) -> str:
     )
 
 
+def approval_self(approval: Approval, relation: str, who: str) -> str:
+    return (
+        f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
+        f"{relation} by {quote(who)}; nobody approves their own workload: ask another approver"
+    )
+
+
 def approval_not_allowed(approval: Approval, namespace: str, approvers: Iterable[str]) -> str:
     return (
         f"{quote(approval.approver)} may not approve for namespace {quote(namespace)} "
@@ -578,14 +614,24 @@ def state_unavailable(detail: str) -> str:
 
 def denial(reasons: Iterable[Reason]) -> str:
     """The status message kubectl prints after "denied the request:": one line."""
-    texts = [r.message for r in reasons]
-    if len(texts) == 1:
-        return texts[0]
-    return f"{len(texts)} problems: " + " ".join(f"({i}) {t};" for i, t in enumerate(texts, 1))[:-1]
+    reasons = tuple(reasons)
+    if len(reasons) == 1:
+        return _one_line(reasons[0].message)
+    texts = [_one_line(r.message) for r in reasons[:_MAX_LISTED]]
+    listed = " ".join(f"({i}) {t};" for i, t in enumerate(texts, 1))[:-1]
+    more = len(reasons) - len(texts)
+    return f"{len(reasons)} problems: {listed}" + (f"; and {more:,} more" if more else "")
+
+
+def nested_too_deep() -> str:
+    return (
+        "the object is nested too deeply to read (lists, objects or templates calling "
+        "templates, hundreds of levels down); flatten it"
+    )
 
 
 def invalid_request(detail: str) -> str:
-    return f"costgate cannot read this AdmissionReview: {detail}"
+    return f"costgate cannot read this AdmissionReview: {_one_line(detail)}"
 
 
 def internal_error(request_id: str) -> str:

@@ -83,7 +83,12 @@ def patch_ops(decision: Decision, obj: Mapping[str, Any]) -> list[dict[str, Any]
     if decision.stamp is not None:
         metadata = obj.get("metadata")
         annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
-        if not isinstance(annotations, Mapping):
+        if not isinstance(metadata, Mapping):
+            # no metadata at all (a CronJob attributed through its jobTemplate): the `add`
+            # below would not apply, so the parent is created with the stamp inside it
+            value = {"annotations": {ANNOTATION_ESTIMATED_COST: decision.stamp}}
+            ops.append({"op": "add", "path": "/metadata", "value": value})
+        elif not isinstance(annotations, Mapping):
             value = {ANNOTATION_ESTIMATED_COST: decision.stamp}
             ops.append({"op": "add", "path": "/metadata/annotations", "value": value})
         elif annotations.get(ANNOTATION_ESTIMATED_COST) != decision.stamp:

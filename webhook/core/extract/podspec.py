@@ -60,6 +60,7 @@ def _container_gpus(
         raise ObjectError(f"{where}[{index}].resources", "object", resources)
     found: dict[str, int] | None = None
     known = table.gpu_names  # resource name -> is it a GPU, remembered
+    first = len(problems)  # this container's problems start here
     for side in ("limits", "requests"):
         amounts = resources.get(side)
         if not amounts:
@@ -72,7 +73,9 @@ def _container_gpus(
                 gpu = table.is_gpu_resource(name)
             if not gpu:
                 continue
-            if type(raw) is str and raw.isascii() and raw.isdigit():  # "8": the usual case
+            # "8": the usual case; longer digit strings go to the bounded parser (int() of
+            # 5,000 digits raises)
+            if type(raw) is str and len(raw) < 10 and raw.isascii() and raw.isdigit():
                 count = int(raw)
             else:
                 quantity = parse_quantity(raw)
@@ -80,7 +83,9 @@ def _container_gpus(
                     text = messages.invalid_gpu_quantity(
                         container.get("name") or f"{where}[{index}]", name, raw
                     )
-                    if not any(p.message == text for p in problems):  # limits repeat requests
+                    # limits repeat requests. This container's problems only: comparing
+                    # all is quadratic in 10,000 bad containers (decide drops duplicates)
+                    if not any(p.message == text for p in problems[first:]):
                         problems.append(Reason("invalid-gpu-request", text))
                     continue
                 count = int(quantity)

@@ -51,6 +51,10 @@ ParseText = Callable[[str], Any]
 # (namespace, name, cluster scope) -> that WorkflowTemplate's spec, or None if unknown here
 TemplateLookup = Callable[[str, str, bool], "Mapping[str, Any] | None"]
 _NOTHING = Concurrency("all")
+# YAML podSpecPatch text read per object, at most. A patch is a few lines; YAML parses at
+# about 2 s a megabyte even in C, so a 3 MiB object of patches would outlast the webhook's
+# timeout and hold up every other review. Beyond this a patch is unreadable (handled).
+_YAML_BUDGET = 64 * 1024
 
 
 def _merge(base: Any, override: Any) -> Any:
@@ -64,7 +68,8 @@ def _merge(base: Any, override: Any) -> Any:
     if (
         isinstance(base, list)
         and isinstance(override, list)
-        and all(isinstance(c, dict) and "name" in c for c in base + override)
+        # string names only: a list or object as a name cannot key the merge (unhashable)
+        and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in base + override)
     ):
         by_name = {c["name"]: c for c in base}
         for c in override:
@@ -74,16 +79,20 @@ def _merge(base: Any, override: Any) -> Any:
 
 
 def _times(a: float, b: float) -> float:
-    """a × b where zero wins over infinity (no runs of an unbounded loop is no runs)."""
-    return 0 if a == 0 or b == 0 else a * b
+    """a × b where zero wins over infinity (no runs of an unbounded loop is no runs). In
+    floats: nested loops of huge counts overflow to infinity, not to an int no float holds."""
+    return 0 if a == 0 or b == 0 else float(a) * float(b)
 
 
 def _int_or_string(value: Any) -> int | None:
-    """An Argo IntOrString count or deadline; None when it is a template expression."""
-    if type(value) is int and value >= 0:
+    """An Argo IntOrString count or deadline; None when it is a template expression, or a
+    number beyond the int64 Argo reads it into (and beyond what a float prices)."""
+    if type(value) is int and 0 <= value < 2**63:
         return value
-    if type(value) is str and value.strip().isascii() and value.strip().isdigit():
-        return int(value.strip())
+    if type(value) is str:
+        text = value.strip()
+        if len(text) <= 18 and text.isascii() and text.isdigit():
+            return int(text)
     return None
 
 
@@ -135,6 +144,7 @@ class _Reader:
         self.table = table
         self.annotations = annotations
         self.parse_text = parse_text
+        self.yaml_budget = _YAML_BUDGET
         self.problems: list[Reason] = []
         self.notes: list[str] = []
         self.shapes: list[PodShape] = []
@@ -426,8 +436,9 @@ class _Reader:
             return json.loads(text)
         except ValueError:
             pass
-        if self.parse_text is None:
+        if self.parse_text is None or len(text) > self.yaml_budget:
             return None
+        self.yaml_budget -= len(text)
         try:
             return self.parse_text(text)
         except Exception:  # any YAML error: the patch is unreadable, which is handled
