@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import ssl
 import subprocess
 import sys
@@ -106,6 +107,8 @@ class Step:
     rate: float
     result: dict[str, float | int]
     others_cpu: float
+    server_cpu: float  # share of one CPU the server's processes used
+    load_cpu: float  # share of one CPU the load generator used
 
     @property
     def held(self) -> bool:
@@ -122,7 +125,8 @@ class Step:
         text = (
             f"{self.rate:,.0f}/s: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
             f"p99.9 {r['p999_ms']:.2f} ms, answered {r['achieved_rate']:,.0f}/s, "
-            f"send lag p99 {r['send_lag_p99_ms']:.2f} ms"
+            f"send lag p99 {r['send_lag_p99_ms']:.2f} ms; CPU: server {self.server_cpu:.0%}, "
+            f"load generator {self.load_cpu:.0%}"
         )
         if r["errors"] or r["unanswered"]:
             text += f", {r['errors']} errors, {r['unanswered']} unanswered"
@@ -153,6 +157,24 @@ def tree_rss(pid: int) -> int:
             except OSError:
                 continue
     return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+        except OSError:
+            continue
+        utime, stime = stat.rpartition(")")[2].split()[11:13]
+        total += (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -279,8 +301,17 @@ def _run_workers(
         def measure(rate: float, seconds: float = STEP_SECONDS) -> Step:
             wait_quiet(log, live)
             before = CpuTimes.now(live)
+            server_before, load_before = cpu_seconds(live), _children_seconds()
+            started = time.monotonic()
             result = _offer(port, mix, ca, config, rate, seconds, STEP_WARMUP)
-            return Step(rate, result, others_share(before, CpuTimes.now(live)))
+            elapsed = time.monotonic() - started
+            return Step(
+                rate,
+                result,
+                others_share(before, CpuTimes.now(live)),
+                (cpu_seconds(live) - server_before) / elapsed,
+                (_children_seconds() - load_before) / elapsed,
+            )
 
         log(f"load: ramp from {START_RATE:.0f}/s, ×{STEP_FACTOR} until p99 > {P99_LIMIT_MS} ms")
         steps = _ramp(measure, log)
@@ -293,8 +324,9 @@ def _run_workers(
             Row(
                 "load",
                 f"load {label}: sustained rate (p99 ≤ {P99_LIMIT_MS:g} ms)",
-                f"{sustained.rate:,.0f}/s (at {first_failed.rate:,.0f}/s: "
-                f"p99 {first_failed.result['p99_ms']:.1f} ms)",
+                f"{sustained.rate:,.0f}/s, CPU server {sustained.server_cpu:.0%} / load "
+                f"{sustained.load_cpu:.0%} (at {first_failed.rate:,.0f}/s: p99 "
+                f"{first_failed.result['p99_ms']:.1f} ms)",
                 others_cpu=max(s.others_cpu for s in steps),
                 data={
                     "sustained_rate": sustained.rate,
@@ -323,8 +355,8 @@ def _run_workers(
             log(f"soak: {half:,.0f}/s for {soak_seconds:g} s, RSS every {RSS_EVERY:g} s")
             with _sampling(process.pid, RSS_EVERY) as memory:
                 soak = measure(half, soak_seconds)
-            log(f"  {soak.describe()}")
             rows.append(_soak_row(label, half, soak_seconds, soak, memory))
+            log(f"  {rows[-1].result}")
         if process.poll() is not None:
             raise RuntimeError(f"costgate serve died under load:\n{tail(server_log)}")
     return rows
@@ -374,7 +406,11 @@ def run(
     with tempfile.TemporaryDirectory(prefix="costgate-load-") as tmp:
         for count in workers:
             soak = soak_seconds if count in soak_workers else 0.0
-            rows += _run_workers(count, soak, log, Path(tmp))
+            try:
+                rows += _run_workers(count, soak, log, Path(tmp))
+            except RuntimeError as exc:  # the other worker counts still run
+                log(f"load: {count} worker(s) failed: {exc}")
+                rows.append(Row("load", f"load {count} worker(s)", str(exc)[:200], ok=False))
     return rows
 
 
@@ -391,11 +427,7 @@ def main() -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    try:
-        rows = run(tuple(args.workers), args.soak_seconds, tuple(args.soak_workers), log)
-    except RuntimeError as exc:
-        log(f"load benchmark failed: {exc}")
-        return 1
+    rows = run(tuple(args.workers), args.soak_seconds, tuple(args.soak_workers), log)
     print(render(rows))
     write_json(rows, RESULTS)
     print(f"written to {RESULTS.relative_to(BENCH.parent)}")

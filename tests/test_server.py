@@ -656,3 +656,51 @@ def test_sigterm_lets_the_review_in_flight_finish(tmp_path: Path) -> None:
         assert server.process.wait(timeout=15) in (0, -signal.SIGTERM)
     finally:
         _stop(server.process)
+
+
+def _workers(pid: int) -> list[int]:
+    """uvicorn's worker processes under a supervisor (not multiprocessing's resource tracker)."""
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    return [
+        child
+        for child in children
+        if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_two_workers_serve_and_stop_on_sigterm(tmp_path: Path) -> None:
+    """`--workers 2` runs two worker processes behind one socket (uvicorn's supervisor);
+    both start, reviews over fresh connections are answered with their uid, and SIGTERM
+    stops the supervisor and its workers."""
+    server = _start(tmp_path, "--workers", "2")
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(workers := _workers(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, "the second worker never started"
+            time.sleep(0.1)
+        body = capture_bytes("validate-pod-create-gpu")
+        uid = json.loads(body)["request"]["uid"]
+        for _ in range(20):
+            with server.client() as client:  # a new connection each time
+                answer = client.post("/validate", content=body)
+            assert answer.status_code == 200
+            assert answer.json()["response"]["uid"] == uid
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=20) in (0, -signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while any(_running(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.1)
+    finally:
+        _stop(server.process)

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors import Multiprocess, multiprocess
 
 from ..reload import Reloader
 from ..settings import Settings
@@ -50,6 +50,12 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+# With --workers > 1 each worker runs the server that uvicorn's multiprocess module builds by
+# this name: make it ours, so that SIGTERM drops readiness in every worker too. Workers import
+# this module (to unpickle _TLSConfig), so the name is set in them as well.
+multiprocess.Server = _Server  # type: ignore[misc]
+
+
 def serve(settings: Settings, *, certfile: str, keyfile: str) -> None:
     """Serve until SIGINT/SIGTERM. Workers build the app from COSTGATE_* settings."""
     config = _TLSConfig(
@@ -72,6 +78,6 @@ def serve(settings: Settings, *, certfile: str, keyfile: str) -> None:
     config.reload_interval = settings.reload_interval
     server = _Server(config)
     if settings.workers > 1:
-        Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
     else:
         server.run()
