@@ -611,6 +611,53 @@ def test_a_gpu_under_an_unpriced_resource_name_is_not_free(
         assert not strict["allowed"] and codes(strict) == {"unknown-gpu-type"}
 
 
+def _t4_by_annotation_only(pod: dict[str, Any]) -> None:
+    """8 GPUs that may land on any GPU node, declared t4 by the annotation alone."""
+    pod["spec"].pop("nodeSelector", None)
+    pod["spec"].pop("affinity", None)
+    pod["metadata"]["annotations"]["costgate.io/gpu-type"] = "t4"
+    pod["metadata"]["annotations"]["costgate.io/max-runtime"] = "1h"
+
+
+def test_a_gpu_type_annotation_alone_lowers_the_price_only_where_the_policy_trusts_it() -> None:
+    """A user writes `costgate.io/gpu-type: t4` on 8 GPUs with no node selector: the pod may
+    run on H100s, priced as T4s. DESIGN.md lets the annotation name the type (`trusted`, the
+    default: $7.82, admitted). A platform team that does not take users' word sets
+    `gpu_type_annotation: checked`: the annotation alone then pins nothing, the unknown-gpu
+    rule prices the pod as the dearest GPU (over the threshold: denied) or denies it, and the
+    message says which nodeSelector makes the declaration count. With a nodeSelector that
+    keeps the pod on T4 nodes, the T4 price stands in both modes."""
+    doc = review(POD, _t4_by_annotation_only)
+    trusted = ask(service(), doc)
+    assert trusted["allowed"]
+    assert float(trusted["auditAnnotations"]["estimated-cost-usd"]) == round(8 * 0.978, 2)
+
+    checked = ask(service(gpu_type_annotation="checked"), doc)
+    assert not checked["allowed"]
+    assert codes(checked) == {"over-threshold"}
+    table = load_config().table
+    dearest = table.gpus[table.most_expensive()]
+    assert float(checked["auditAnnotations"]["estimated-cost-usd"]) == round(
+        8 * dearest.usd_per_hour, 2
+    )
+    assert any(
+        "costgate.io/gpu-type=t4 alone does not keep the pod on t4 nodes" in w
+        and f"priced as {dearest.id}" in w
+        for w in checked["warnings"]
+    )
+    strict = ask(service(gpu_type_annotation="checked", unknown_gpu="deny"), doc)
+    assert codes(strict) == {"unknown-gpu-type"}
+    assert "pin t4 with a GPU nodeSelector" in strict["status"]["message"]
+
+    pinned = review(
+        POD, lambda pod: (_t4_by_annotation_only(pod), pod["spec"].update(nodeSelector=T4_SELECTOR))
+    )
+    for svc in (service(), service(gpu_type_annotation="checked", unknown_gpu="deny")):
+        answer = ask(svc, pinned)
+        assert answer["allowed"], answer
+        assert float(answer["auditAnnotations"]["estimated-cost-usd"]) == round(8 * 0.978, 2)
+
+
 # --- 4. approvals used beyond what they approve ------------------------------------------
 
 

@@ -167,6 +167,7 @@ class _NamespaceRules(_Strict):
     owners: dict[str, _Quota] | None = None
     budget: _Budget | None = None
     quota_warning_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    gpu_type_annotation: Literal["trusted", "checked"] | None = None
 
     @field_validator(
         "default_runtime", "max_runtime", "approval_clock_skew", mode="before", check_fields=False
@@ -300,6 +301,7 @@ def _namespace_policy(
         if rules.serving_threshold_usd_per_month is None
         else rules.serving_threshold_usd_per_month,
         unknown_gpu=rules.unknown_gpu or base.unknown_gpu,
+        gpu_type_annotation=rules.gpu_type_annotation or base.gpu_type_annotation,
         mode=rules.mode or base.mode,
         max_gpus_per_pod=rules.max_gpus_per_pod or base.max_gpus_per_pod,
         unresolved_templates=rules.unresolved_templates or base.unresolved_templates,

@@ -90,6 +90,9 @@ def _type_notes(
     reasons: list[Reason] = []
     warnings: list[str] = []
     unknown_labels = [label for r in pricing.resolutions for label in r.unknown_labels]
+    # policy gpu_type_annotation: checked, and only the annotation names the type
+    unpinned = next((r.annotation_only for r in pricing.resolutions if r.annotation_only), "")
+    unpinned = unpinned if policy.gpu_type_annotation == "checked" else ""
     for resolution in pricing.resolutions:
         if resolution.unknown_annotation:
             text = messages.unknown_gpu_annotation(resolution.unknown_annotation, table.gpus)
@@ -98,12 +101,20 @@ def _type_notes(
             warnings.append(messages.annotation_outpriced(*resolution.annotation_outpriced))
     if pricing.unresolved and not reasons:
         if policy.unknown_gpu == "deny":
-            text = messages.unknown_gpu_denied(namespace, unknown_labels)
+            text = (
+                messages.annotation_alone_denied(unpinned, namespace)
+                if unpinned
+                else messages.unknown_gpu_denied(namespace, unknown_labels)
+            )
             reasons.append(Reason("unknown-gpu-type", text))
         else:
             line = next(line for line in pricing.estimate.lines if not line.resolved)
             gpu = table.gpus[line.gpu_type]
-            warnings.append(messages.unknown_gpu_priced(gpu.id, gpu.usd_per_hour, unknown_labels))
+            warnings.append(
+                messages.annotation_alone_priced(unpinned, gpu.id, gpu.usd_per_hour)
+                if unpinned
+                else messages.unknown_gpu_priced(gpu.id, gpu.usd_per_hour, unknown_labels)
+            )
     return reasons, warnings
 
 
@@ -203,7 +214,13 @@ def decide(
     charge = None
     if not reasons or not any(r.code in _UNPRICEABLE for r in reasons):
         hours = hours_per_month if serving else (runtime or 0) / 3600
-        pricing = price(workload, table, hours=hours, per_month=serving)
+        pricing = price(
+            workload,
+            table,
+            hours=hours,
+            per_month=serving,
+            trust_annotation=policy.gpu_type_annotation == "trusted",
+        )
         type_reasons, type_warnings = _type_notes(pricing, table, policy, namespace)
         reasons += type_reasons
         warnings += type_warnings

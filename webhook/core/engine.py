@@ -314,5 +314,7 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
     rules = config.policy.for_namespace(workload.namespace)
     seconds = workload.existing_deadline or rules.default_runtime_seconds
     hours = config.policy.hours_per_month if serving else seconds / 3600
-    usage = demand(workload, price(workload, config.table, hours=hours, per_month=serving))
+    trust = rules.gpu_type_annotation == "trusted"
+    pricing = price(workload, config.table, hours=hours, per_month=serving, trust_annotation=trust)
+    usage = demand(workload, pricing)
     return None if math.isinf(usage.usd) or math.isinf(usage.gpus) else usage

@@ -280,6 +280,26 @@ def unknown_gpu_priced(gpu: str, usd_per_hour: float, labels: Iterable[str]) -> 
     )
 
 
+def _annotation_alone(annotated: str) -> str:
+    return f"{ANNOTATION_GPU_TYPE}={annotated} alone does not keep the pod on {annotated} nodes"
+
+
+def annotation_alone_denied(annotated: str, namespace: str) -> str:
+    return (
+        f"{_annotation_alone(annotated)}, and namespace {quote(namespace)} does not price "
+        f"unpinned GPUs (policy gpu_type_annotation: checked); pin {annotated} with a GPU "
+        f"nodeSelector such as nvidia.com/gpu.product"
+    )
+
+
+def annotation_alone_priced(annotated: str, gpu: str, usd_per_hour: float) -> str:
+    return warning(
+        f"{_annotation_alone(annotated)} (policy gpu_type_annotation: checked); priced as {gpu} "
+        f"({money(usd_per_hour)}/h), the dearest it could be; pin {annotated} with a GPU "
+        f"nodeSelector"
+    )
+
+
 def annotation_outpriced(annotated: str, allowed: str) -> str:
     return warning(
         f"{ANNOTATION_GPU_TYPE} says {annotated} but the node selectors allow {allowed}; "

@@ -48,6 +48,9 @@ class NamespacePolicy:
     owner_quotas: Mapping[str, Quota] = field(default_factory=dict)
     budget: Budget = _NO_BUDGET  # each experiment (label value)
     quota_warning_ratio: float = 0.8  # warn above this share of a quota or budget
+    # trusted: the gpu-type annotation alone names the type; checked: it counts only where a
+    # node selector or affinity allows that type (alone, nothing makes the scheduler honour it)
+    gpu_type_annotation: Literal["trusted", "checked"] = "trusted"
 
     @property
     def limits_anything(self) -> bool:

@@ -24,6 +24,7 @@ class TypeResolution(NamedTuple):
     unknown_annotation: str = ""  # gpu-type annotation naming no type in the table
     unknown_labels: tuple[str, ...] = ()  # "key=value" selectors naming no type in the table
     annotation_outpriced: tuple[str, str] | None = None  # (annotated type, dearer allowed type)
+    annotation_only: str = ""  # the annotated type, when nothing else pins the type
 
 
 class Pricing(NamedTuple):
@@ -112,6 +113,7 @@ def _resolve_types(placement: Placement, table: PriceTable) -> TypeResolution:
         unknown_annotation=unknown_annotation,
         unknown_labels=tuple(unknown),
         annotation_outpriced=outpriced,
+        annotation_only=table.by_price(annotated)[0] if annotated and not pinned else "",
     )
 
 
@@ -173,8 +175,18 @@ def _after_deadline(workload: Workload, rates: list[float]) -> float:
     return tree.peak(rates) * longest
 
 
-def price(workload: Workload, table: PriceTable, *, hours: float, per_month: bool) -> Pricing:
+def price(
+    workload: Workload,
+    table: PriceTable,
+    *,
+    hours: float,
+    per_month: bool,
+    trust_annotation: bool = True,
+) -> Pricing:
     """Price every GPU line of every pod shape for `hours` (the workload's deadline).
+
+    `trust_annotation` False (policy gpu_type_annotation: checked): a type only the gpu-type
+    annotation names is not pinned, and the unknown-gpu rule prices it.
 
     Pods and Jobs: all replicas for the whole deadline. Workflows: the smaller of two upper
     bounds, the dearest moment of the concurrency tree for the whole deadline, and (when
@@ -190,6 +202,8 @@ def price(workload: Workload, table: PriceTable, *, hours: float, per_month: boo
     for shape in workload.pods:
         resolution = resolve_types(shape.placement, table)
         resolutions.append(resolution)
+        if resolution.annotation_only and not trust_annotation:
+            resolution = resolution._replace(candidates=frozenset())
         rate = 0.0
         shape_hours = None
         if workflow and shape.deadline is not None:
