@@ -330,7 +330,9 @@ def _run_workers(
                 others_cpu=max(s.others_cpu for s in steps),
                 data={
                     "sustained_rate": sustained.rate,
-                    "steps": json.dumps([{"rate": s.rate, **s.result} for s in steps]),
+                    "server_cpu": round(sustained.server_cpu, 2),
+                    "load_cpu": round(sustained.load_cpu, 2),
+                    "steps": json.dumps([_step_data(s) for s in steps]),
                 },
             )
         )
@@ -360,6 +362,11 @@ def _run_workers(
         if process.poll() is not None:
             raise RuntimeError(f"costgate serve died under load:\n{tail(server_log)}")
     return rows
+
+
+def _step_data(step: Step) -> dict[str, float | int]:
+    cpu = {"server_cpu": step.server_cpu, "load_cpu": step.load_cpu, "others_cpu": step.others_cpu}
+    return {**step.result, **{k: round(v, 3) for k, v in cpu.items()}}
 
 
 def _duration(seconds: float) -> str:

@@ -462,8 +462,10 @@ def test_api_unreachable_then_back(
     ]
     quota_fresh = stream.between(down, down + STALE_AFTER - 0.2, "team-q")
     quota_stale = stream.between(not_ready + 0.2, ready - 0.2, "team-q")
-    back_not_ready = [s for s in budget + quota_stale if s.sent > up + 0.2]
-    assert budget and quota_fresh and quota_stale and back_not_ready
+    # Reviews sent after up() but before /readyz is 200 are among `budget` and `quota_stale`
+    # and checked below; when the watches relist within a few tenths of a second there are
+    # none, so their presence is not required (it made this test flaky).
+    assert budget and quota_fresh and quota_stale
     for s in quota_fresh:
         assert s.normal, s
     for s in budget + quota_stale:
