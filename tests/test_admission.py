@@ -6,7 +6,6 @@ uid can be found, an HTTP 400 with a JSON error. Never an exception, never a tra
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import logging
@@ -18,10 +17,17 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from tests.conftest import all_captures, capture, capture_bytes, policy_with
+from tests.conftest import (
+    all_captures,
+    capture,
+    capture_bytes,
+    patch_ops,
+    policy_with,
+    response_of,
+)
 from webhook.admission import ReviewError, parse_review
 from webhook.core.engine import Config
-from webhook.service import AdmissionService, Answer, Endpoint
+from webhook.service import AdmissionService, Endpoint
 
 ENDPOINTS: tuple[Endpoint, ...] = ("mutate", "validate")
 BASE = "validate-pod-create-gpu"
@@ -32,18 +38,6 @@ INVALID = "costgate cannot read this AdmissionReview"
 @pytest.fixture(scope="module")
 def service(config: Config) -> AdmissionService:
     return AdmissionService(config)
-
-
-def _review(answer: Answer, uid: str) -> dict[str, Any]:
-    """The `response` of a well-formed AdmissionReview answer for `uid`."""
-    assert answer.status == 200
-    review = json.loads(answer.body)
-    assert review["apiVersion"] == "admission.k8s.io/v1"
-    assert review["kind"] == "AdmissionReview"
-    response = review["response"]
-    assert response["uid"] == uid
-    assert type(response["allowed"]) is bool
-    return response
 
 
 def _edited(edit: Callable[[dict[str, Any]], object]) -> Callable[[], bytes]:
@@ -189,7 +183,7 @@ def test_malformed_reviews_get_a_well_formed_answer(
         assert error["error"].startswith(INVALID)
         assert case.detail in error["error"]
     else:
-        response = _review(answer, case.uid)
+        response = response_of(answer, case.uid)
         assert response["allowed"] is False
         assert response["status"]["code"] == 400
         assert response["status"]["reason"] == "BadRequest"
@@ -204,7 +198,7 @@ def test_an_operation_that_is_not_a_string_is_refused_with_the_uid(
     service: AdmissionService, endpoint: Endpoint
 ) -> None:
     answer = service.handle(_set("request.operation", ["CREATE"])(), endpoint)
-    response = _review(answer, UID)
+    response = response_of(answer, UID)
     assert response["allowed"] is False
     assert response["status"]["code"] == 400
 
@@ -258,7 +252,7 @@ def test_objects_with_wrong_types_are_denied_naming_the_field(
 ) -> None:
     data = body()
     parse_review(data)  # the review itself is fine: the core finds the problem
-    response = _review(service.handle(data, endpoint), UID)
+    response = response_of(service.handle(data, endpoint), UID)
     assert response["allowed"] is False
     assert response["status"]["code"] == 400
     assert response["status"]["reason"] == "BadRequest"
@@ -275,7 +269,7 @@ def test_a_delete_without_an_object_is_allowed(
         doc["request"]["oldObject"] = doc["request"].pop("object")
         doc["request"]["object"] = None
 
-    response = _review(service.handle(_edited(to_delete)(), endpoint), UID)
+    response = response_of(service.handle(_edited(to_delete)(), endpoint), UID)
     assert response["allowed"] is True
     assert "patch" not in response
 
@@ -338,7 +332,7 @@ def test_an_internal_error_is_denied_with_a_request_id_and_no_traceback(
     with caplog.at_level(logging.ERROR, logger="costgate.service"):
         answer = _broken_service("deny").handle(capture_bytes(BASE), endpoint)
 
-    response = _review(answer, UID)
+    response = response_of(answer, UID)
     assert response["allowed"] is False
     assert response["status"]["code"] == 500
     assert response["status"]["reason"] == "InternalError"
@@ -364,7 +358,7 @@ def test_an_internal_error_is_allowed_with_a_warning_when_the_policy_says_so(
     with caplog.at_level(logging.CRITICAL, logger="costgate.service"):
         answer = _broken_service("allow").handle(capture_bytes(BASE), endpoint)
 
-    response = _review(answer, UID)
+    response = response_of(answer, UID)
     assert response["allowed"] is True
     assert "status" not in response
     assert "patch" not in response
@@ -378,7 +372,7 @@ def test_an_internal_error_is_allowed_with_a_warning_when_the_policy_says_so(
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_a_pod_without_gpus_never_reaches_the_broken_table(endpoint: Endpoint) -> None:
     name = f"{endpoint}-pod-create-plain"
-    response = _review(
+    response = response_of(
         _broken_service("deny").handle(capture_bytes(name), endpoint),
         capture(name)["request"]["uid"],
     )
@@ -389,7 +383,7 @@ def test_a_config_provider_that_fails_still_gets_an_answer() -> None:
     def provider() -> Config:
         raise RuntimeError("config reload failed")
 
-    response = _review(AdmissionService(provider).handle(capture_bytes(BASE), "validate"), UID)
+    response = response_of(AdmissionService(provider).handle(capture_bytes(BASE), "validate"), UID)
     assert response["allowed"] is False
     assert response["status"]["code"] == 500
 
@@ -434,7 +428,7 @@ def test_unicode_digits_are_a_clear_denial_not_an_internal_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.CRITICAL, logger="costgate.service"):
-        response = _review(service.handle(body(), endpoint), UID)
+        response = response_of(service.handle(body(), endpoint), UID)
     assert response["allowed"] is False
     assert response["status"]["code"] == 403
     assert named in response["status"]["message"]
@@ -444,9 +438,8 @@ def test_a_superscript_max_runtime_does_not_bypass_the_cost_gate(
     table: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     service = AdmissionService(Config(table=table, policy=policy_with(on_internal_error="allow")))
-    body = _superscript_runtime
     with caplog.at_level(logging.CRITICAL, logger="costgate.service"):
-        response = _review(service.handle(body(), "validate"), UID)
+        response = response_of(service.handle(_superscript_runtime(), "validate"), UID)
     assert response["allowed"] is False
 
 
@@ -459,7 +452,7 @@ def test_every_captured_review_gets_a_well_formed_answer(
     service: AdmissionService, name: str, endpoint: Endpoint
 ) -> None:
     request = capture(name)["request"]
-    response = _review(service.handle(capture_bytes(name), endpoint), request["uid"])
+    response = response_of(service.handle(capture_bytes(name), endpoint), request["uid"])
 
     if response["allowed"]:
         assert "status" not in response
@@ -476,8 +469,7 @@ def test_every_captured_review_gets_a_well_formed_answer(
     if "patch" in response:
         assert endpoint == "mutate"
         assert response["allowed"] is True
-        assert response["patchType"] == "JSONPatch"
-        ops = json.loads(base64.b64decode(response["patch"]))
+        ops = patch_ops(response)  # a JSONPatch
         assert ops, "an empty patch should not be sent"
         # the patch applies to the object exactly as the API server holds it
         jsonpatch.apply_patch(request["object"], ops)

@@ -9,15 +9,13 @@ cluster first.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import FIXTURES, REPO
+from tests.conftest import FIXTURES, REPO, env_without_costgate
 from webhook.core.engine import Config
 from webhook.estimate import estimate_rows, read_manifests
 from webhook.tables import load_config
@@ -150,8 +148,8 @@ def test_the_cli_estimates_examples_with_their_templates_as_a_process() -> None:
         [sys.executable, "-m", "webhook.cli", "estimate", *args, "-o", "json"],
         capture_output=True,
         text=True,
-        cwd=Path(REPO),
-        env={k: v for k, v in os.environ.items() if not k.startswith("COSTGATE_")},
+        cwd=REPO,
+        env=env_without_costgate(),
         timeout=60,
         check=False,
     )

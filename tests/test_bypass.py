@@ -42,7 +42,6 @@ The same attacks at the core's level are pinned elsewhere and not repeated here:
 
 from __future__ import annotations
 
-import base64
 import copy
 import dataclasses
 import json
@@ -50,11 +49,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jsonpatch
 import pytest
 import yaml
 
-from tests.conftest import REPO, capture, policy_with
+from tests.conftest import REPO, capture, patched, policy_with, response_of
 from tests.test_quotas import answer, gpu_pod, service_for
 from webhook.approvals import KeyPair, Keyring, keygen, mint
 from webhook.core.engine import holding
@@ -101,12 +99,7 @@ def review(name: str, edit: Edit | None = None) -> dict[str, Any]:
 
 def ask(svc: AdmissionService, doc: dict[str, Any], endpoint: Endpoint = "validate") -> dict:
     """The response for `doc`, checked to be a well-formed answer to its uid."""
-    result = svc.handle(json.dumps(doc).encode(), endpoint)
-    assert result.status == 200
-    body = json.loads(result.body)
-    assert body["apiVersion"] == "admission.k8s.io/v1" and body["kind"] == "AdmissionReview"
-    assert body["response"]["uid"] == doc["request"]["uid"]
-    return body["response"]
+    return response_of(svc.handle(json.dumps(doc).encode(), endpoint), doc["request"]["uid"])
 
 
 def codes(response: dict[str, Any]) -> set[str]:
@@ -116,14 +109,6 @@ def codes(response: dict[str, Any]) -> set[str]:
 
 def estimate(response: dict[str, Any]) -> str:
     return response["auditAnnotations"]["estimate"]
-
-
-def patched(obj: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-    """`obj` with the mutating webhook's JSONPatch applied, as the API server would."""
-    if "patch" not in response:
-        return copy.deepcopy(obj)
-    ops = json.loads(base64.b64decode(response["patch"]))
-    return jsonpatch.apply_patch(obj, ops)
 
 
 def stored(svc: AdmissionService, doc: dict[str, Any]) -> dict[str, Any]:

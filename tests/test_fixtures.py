@@ -6,13 +6,9 @@ tests/fixtures/admission/manifests), not copied from costgate's output.
 
 from __future__ import annotations
 
-import base64
-import json
-
-import jsonpatch
 import pytest
 
-from tests.conftest import all_captures, capture, capture_bytes
+from tests.conftest import all_captures, capture, capture_bytes, patched, response_of
 from webhook.service import AdmissionService
 
 
@@ -23,13 +19,8 @@ def service(config) -> AdmissionService:
 
 def answer(service: AdmissionService, name: str) -> dict:
     endpoint = "mutate" if name.startswith("mutate-") else "validate"
-    result = service.handle(capture_bytes(name), endpoint)
-    assert result.status == 200
-    review = json.loads(result.body)
-    assert review["apiVersion"] == "admission.k8s.io/v1"
-    assert review["kind"] == "AdmissionReview"
-    assert review["response"]["uid"] == capture(name)["request"]["uid"]
-    return review["response"]
+    uid = capture(name)["request"]["uid"]
+    return response_of(service.handle(capture_bytes(name), endpoint), uid)
 
 
 def price(config, gpu: str) -> float:
@@ -143,10 +134,8 @@ def test_invalid_quantity_is_denied_by_the_mutating_webhook(service) -> None:
 
 
 def _patched(name: str, response: dict) -> dict:
-    obj = capture(name)["request"]["object"]
-    ops = json.loads(base64.b64decode(response["patch"]))
-    assert response["patchType"] == "JSONPatch"
-    return jsonpatch.apply_patch(obj, ops)
+    assert "patch" in response
+    return patched(capture(name)["request"]["object"], response)
 
 
 def test_mutate_allowed_pod_sets_deadline_and_stamp_on_the_captured_object(service) -> None:

@@ -18,7 +18,6 @@ The atheris harness tests/fuzz/fuzz_review.py checks the same invariants on raw 
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import json
 import os
@@ -31,13 +30,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonpatch
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ADMISSION, FIXTURES, capture, policy_with
+from tests.conftest import (
+    ADMISSION,
+    FIXTURES,
+    all_captures,
+    capture,
+    gpu_product_affinity,
+    patch_ops,
+    patched,
+    policy_with,
+)
 from tests.fuzz.invariants import check_answer
 from webhook.core.engine import Config
 from webhook.server.app import create_app
@@ -179,23 +186,7 @@ def _gpu_container(name: str, gpus: str = "1", **extra: Any) -> dict[str, Any]:
     }
 
 
-AFFINITY = {
-    "nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {
-                    "matchExpressions": [
-                        {
-                            "key": "nvidia.com/gpu.product",
-                            "operator": "In",
-                            "values": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"],
-                        }
-                    ]
-                }
-            ]
-        }
-    }
-}
+AFFINITY = gpu_product_affinity("NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3")
 
 
 def _kitchen_sink_seeds() -> list[dict[str, Any]]:
@@ -301,7 +292,7 @@ def _kitchen_sink_seeds() -> list[dict[str, Any]]:
 
 
 def _seeds() -> list[dict[str, Any]]:
-    captured = [json.loads(p.read_text()) for p in sorted(ADMISSION.glob("*.json"))]
+    captured = [capture(name) for name in all_captures()]
     return captured + _batch_seeds() + _argo_seeds() + KITCHEN_SINKS
 
 
@@ -547,6 +538,9 @@ def test_arbitrary_bytes_always_get_a_well_formed_answer(body, data, service) ->
 # --- builders for the specific cases -------------------------------------------------------------
 
 
+A100_FOR_AN_HOUR = {"costgate.io/max-runtime": "1h", "costgate.io/gpu-type": "a100-80gb"}
+
+
 def pod_review(
     *,
     gpus: Any = "1",
@@ -563,11 +557,7 @@ def pod_review(
         "metadata": {
             "name": name,
             "labels": dict(LABELS) if labels is None else labels,
-            "annotations": {
-                "costgate.io/max-runtime": "1h",
-                "costgate.io/gpu-type": "a100-80gb",
-                **(annotations or {}),
-            },
+            "annotations": {**A100_FOR_AN_HOUR, **(annotations or {})},
         },
         "spec": {"containers": [_gpu_container("main", gpus)], **(spec or {})},
     }
@@ -588,11 +578,7 @@ def workflow_review(
         "kind": "Workflow",
         "metadata": {
             "name": "wf",
-            "annotations": {
-                "costgate.io/max-runtime": "1h",
-                "costgate.io/gpu-type": "a100-80gb",
-                **(annotations or {}),
-            },
+            "annotations": {**A100_FOR_AN_HOUR, **(annotations or {})},
         },
         "spec": {"entrypoint": entrypoint, "templates": templates, **(spec or {})},
     }
@@ -1110,11 +1096,6 @@ ODD_KEYS = {
 }
 
 
-def _patched(response: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
-    ops = json.loads(base64.b64decode(response["patch"]))
-    return jsonpatch.apply_patch(obj, ops)
-
-
 @pytest.mark.parametrize("existing", [True, False], ids=["into podMetadata", "new podMetadata"])
 def test_annotation_keys_with_slash_and_tilde_are_copied_to_the_right_keys(
     existing, service
@@ -1130,12 +1111,12 @@ def test_annotation_keys_with_slash_and_tilde_are_copied_to_the_right_keys(
     )
     obj = doc["request"]["object"]
     response = both(service, json.dumps(doc).encode())["mutate"]
-    ops = json.loads(base64.b64decode(response["patch"]))
+    ops = patch_ops(response)
     if existing:
         paths = {op["path"] for op in ops}
         assert "/spec/podMetadata/annotations/costgate.io~1x~01y" in paths
         assert "/spec/podMetadata/annotations/costgate.io~1~00~1~01" in paths
-    result = _patched(response, copy.deepcopy(obj))
+    result = patched(obj, response)
     copied = result["spec"]["podMetadata"]["annotations"]
     assert {k: copied[k] for k in ODD_KEYS} == ODD_KEYS
     assert set(copied) - set(ODD_KEYS) <= {
@@ -1161,9 +1142,9 @@ def test_label_keys_with_a_slash_are_escaped_in_the_patch(table) -> None:
     obj["spec"].pop("activeDeadlineSeconds", None)
     obj["spec"]["template"]["spec"]["nodeSelector"] = {"nvidia.com/gpu.product": "Tesla-T4"}
     response = both(service, json.dumps(job).encode())["mutate"]
-    paths = {op["path"] for op in json.loads(base64.b64decode(response["patch"]))}
+    paths = {op["path"] for op in patch_ops(response)}
     assert "/spec/template/metadata/labels/example.com~1owner" in paths
-    labels = _patched(response, copy.deepcopy(obj))["spec"]["template"]["metadata"]["labels"]
+    labels = patched(obj, response)["spec"]["template"]["metadata"]["labels"]
     assert labels["example.com/owner"] == "alice" and labels["example.com/experiment"] == "e1"
 
 
@@ -1176,7 +1157,7 @@ def test_the_stamp_is_added_to_an_object_without_metadata(service) -> None:
     job = doc["request"]["object"]["spec"]["jobTemplate"]
     job["metadata"]["annotations"] = {"costgate.io/gpu-type": "t4"}  # cheap: allowed
     response = both(service, json.dumps(doc).encode())["mutate"]
-    result = _patched(response, copy.deepcopy(doc["request"]["object"]))
+    result = patched(doc["request"]["object"], response)
     assert "costgate.io/estimated-cost" in result["metadata"]["annotations"]
 
 

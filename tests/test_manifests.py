@@ -30,7 +30,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from tests.conftest import ADMISSION, REPO
+from tests.conftest import REPO, all_captures, capture
 from webhook.settings import Settings
 
 MANIFESTS = REPO / "manifests"
@@ -222,68 +222,70 @@ _USAGES = [
     "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
     "microsoft sgc", "netscape sgc",
 ]  # fmt: skip
+
+
+def _cert_manager_kind(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "cert-manager.io/v1"},
+            "kind": {"const": kind},
+            "metadata": _META,
+            "spec": spec,
+        },
+    }
+
+
 # The fields of cert-manager.io/v1 Issuer and Certificate (cert-manager's CRDs) that the
 # cert-manager overlay may use, with their types and enums; anything else is an error.
 CERT_MANAGER_SCHEMAS: dict[str, dict[str, Any]] = {
-    "Issuer": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "cert-manager.io/v1"},
-            "kind": {"const": "Issuer"},
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "minProperties": 1,
-                "maxProperties": 1,
-                "properties": {
-                    "selfSigned": {"type": "object", "additionalProperties": False},
-                    "ca": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["secretName"],
-                        "properties": {"secretName": _STRING},
-                    },
+    "Issuer": _cert_manager_kind(
+        "Issuer",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                "selfSigned": {"type": "object", "additionalProperties": False},
+                "ca": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["secretName"],
+                    "properties": {"secretName": _STRING},
                 },
             },
         },
-    },
-    "Certificate": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "cert-manager.io/v1"},
-            "kind": {"const": "Certificate"},
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["secretName", "issuerRef"],
-                "properties": {
-                    "secretName": _STRING,
-                    "secretTemplate": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "labels": {"type": "object", "additionalProperties": _STRING},
-                            "annotations": {"type": "object", "additionalProperties": _STRING},
-                        },
+    ),
+    "Certificate": _cert_manager_kind(
+        "Certificate",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretName", "issuerRef"],
+            "properties": {
+                "secretName": _STRING,
+                "secretTemplate": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "labels": {"type": "object", "additionalProperties": _STRING},
+                        "annotations": {"type": "object", "additionalProperties": _STRING},
                     },
-                    "commonName": _STRING,
-                    "dnsNames": _STRINGS,
-                    "isCA": {"type": "boolean"},
-                    "duration": {"type": "string", "pattern": r"^(\d+(h|m|s))+$"},
-                    "renewBefore": {"type": "string", "pattern": r"^(\d+(h|m|s))+$"},
-                    "privateKey": _PRIVATE_KEY,
-                    "usages": {"type": "array", "items": {"enum": _USAGES}},
-                    "issuerRef": _ISSUER_REF,
                 },
+                "commonName": _STRING,
+                "dnsNames": _STRINGS,
+                "isCA": {"type": "boolean"},
+                "duration": {"type": "string", "pattern": r"^(\d+(h|m|s))+$"},
+                "renewBefore": {"type": "string", "pattern": r"^(\d+(h|m|s))+$"},
+                "privateKey": _PRIVATE_KEY,
+                "usages": {"type": "array", "items": {"enum": _USAGES}},
+                "issuerRef": _ISSUER_REF,
             },
         },
-    },
+    ),
 }
 
 
@@ -709,17 +711,13 @@ def test_every_match_condition_parses(rendered):
 
 
 def _review(name: str) -> dict[str, Any]:
-    return json.loads((ADMISSION / f"{name}.json").read_text())["request"]
+    return capture(name)["request"]
 
 
 def _captured(kind: str) -> dict[str, dict[str, Any]]:
     """The captured requests for `kind` (validate-*: the object as it would be stored)."""
-    out = {}
-    for path in sorted(ADMISSION.glob("validate-*.json")):
-        request = json.loads(path.read_text())["request"]
-        if request["kind"]["kind"] == kind:
-            out[path.stem] = request
-    return out
+    requests = {name: _review(name) for name in all_captures() if name.startswith("validate-")}
+    return {name: r for name, r in requests.items() if r["kind"]["kind"] == kind}
 
 
 def _gpus_per_pod(

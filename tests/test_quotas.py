@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import policy_with
+from tests.conftest import gpu_product_affinity, policy_with
 from tests.core.builders import pod, request
 from webhook.core.engine import Config, evaluate, holding
 from webhook.core.quota import BudgetCharge
@@ -41,7 +41,7 @@ def gpu_pod(
     name: str = "job",
     resource: str = "nvidia.com/gpu",
 ) -> dict[str, Any]:
-    obj = pod(
+    return pod(
         gpus=gpus,
         resource=resource,
         name=name,
@@ -50,7 +50,6 @@ def gpu_pod(
         annotations={"costgate.io/max-runtime": runtime},
         spec={"nodeSelector": selector if selector is not None else H100},
     )
-    return obj
 
 
 _uids = iter(range(10**9))
@@ -83,10 +82,6 @@ def answer(service: AdmissionService, obj: dict[str, Any], **kwargs: Any) -> dic
     result = service.handle(review(obj, **kwargs), "validate")
     assert result.status == 200
     return orjson.loads(result.body)["response"]
-
-
-def denied_codes(response: dict[str, Any]) -> str:
-    return response["status"]["message"] if not response["allowed"] else ""
 
 
 def service_for(clock: Clock | None = None, **policy: Any) -> tuple[AdmissionService, Any]:
@@ -200,23 +195,7 @@ def test_allowed_gpu_types() -> None:
 def test_affinity_that_allows_a_forbidden_type_is_refused() -> None:
     service, _ = service_for(allowed_gpu_types=["t4", "l4"])
     obj = gpu_pod(1, selector={})
-    obj["spec"]["affinity"] = {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": "nvidia.com/gpu.product",
-                                "operator": "In",
-                                "values": ["Tesla-T4", "NVIDIA-H100-80GB-HBM3"],
-                            }
-                        ]
-                    }
-                ]
-            }
-        }
-    }
+    obj["spec"]["affinity"] = gpu_product_affinity("Tesla-T4", "NVIDIA-H100-80GB-HBM3")
     response = answer(service, obj)
     assert not response["allowed"]
     assert "h100-80gb is not allowed" in response["status"]["message"]
@@ -304,9 +283,13 @@ def test_a_retried_review_is_not_charged_twice() -> None:
 def test_mutate_never_records() -> None:
     service, state = service_for(budget={"usd": 1000}, quota={"max_gpus": 1})
     for _ in range(3):
-        service.handle(review(gpu_pod(1)), "mutate")
+        result = service.handle(review(gpu_pod(1)), "mutate")
+        assert orjson.loads(result.body)["response"]["allowed"]
     assert state.namespace_totals("team-a").workloads == 0
     assert state.spent("team-a", "exp-1", "lifetime") == 0
+    # the same pod through validate is recorded: what the mutations did not do
+    assert answer(service, gpu_pod(1))["allowed"]
+    assert state.namespace_totals("team-a").workloads == 1
 
 
 # --- the ledger's arithmetic -------------------------------------------------------------
