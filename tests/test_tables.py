@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, policy_data, pricing_data
 from webhook.tables import TableError, load_policy, load_pricing, parse_policy, parse_pricing
 
 REQUIRED_GPUS = [
@@ -26,14 +26,6 @@ REQUIRED_GPUS = [
     "v100-16gb",
     "mi300x",
 ]
-
-
-def pricing_data() -> dict:
-    return yaml.safe_load((REPO / "pricing" / "default.yaml").read_text())
-
-
-def policy_data() -> dict:
-    return yaml.safe_load((REPO / "webhook" / "defaults" / "policy.yaml").read_text())
 
 
 def test_the_bundled_link_points_at_the_repository_table() -> None:
@@ -152,13 +144,30 @@ def test_bad_policy_is_refused_naming_file_and_field(field, value, named) -> Non
     assert named in str(caught.value)
 
 
-def test_missing_and_unparseable_files(tmp_path: Path) -> None:
-    with pytest.raises(TableError, match="cannot read the policy file"):
-        load_policy(tmp_path / "absent.yaml")
+@pytest.mark.parametrize(
+    ("load", "what"),
+    [(load_policy, "policy"), (load_pricing, "pricing")],
+    ids=["policy", "pricing"],
+)
+def test_missing_and_unparseable_files(load, what, tmp_path: Path) -> None:
+    absent = tmp_path / "absent.yaml"
+    with pytest.raises(TableError, match=f"cannot read the {what} file") as caught:
+        load(absent)
+    assert str(caught.value).startswith(f"{absent}: ")
     broken = tmp_path / "broken.yaml"
     broken.write_text("version: [1\n")
-    with pytest.raises(TableError, match="not valid YAML"):
-        load_policy(broken)
+    with pytest.raises(TableError, match="not valid YAML") as caught:
+        load(broken)
+    assert str(caught.value).startswith(f"{broken}: ")
+
+
+def test_a_namespace_whose_default_runtime_exceeds_its_max_is_refused() -> None:
+    data = policy_data()
+    data["namespaces"] = {"ml": {"max_runtime": "1h"}}  # inherits the 12h default_runtime
+    with pytest.raises(
+        TableError, match=r"^policy.yaml: namespaces.ml: default_runtime exceeds max_runtime$"
+    ):
+        parse_policy(data, "policy.yaml")
 
 
 def test_namespace_overrides_inherit_the_rest(policy) -> None:
