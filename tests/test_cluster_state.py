@@ -25,14 +25,15 @@ from webhook.tables import load_pricing
 LEDGER_NS = "costgate-system"
 
 
-def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+def eventually(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """`check()` once it is truthy; AssertionError saying `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {check}")
+            raise AssertionError(f"{what or check} (not within {timeout}s)")
         time.sleep(0.02)
 
 

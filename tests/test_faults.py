@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import ssl
 import threading
 import time
 import uuid
@@ -34,16 +33,16 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from tests.conftest import REPO, capture, policy_with
+from tests.conftest import capture, policy_data, policy_with, pricing_data
 from tests.fakeapi import FakeApiServer
+from tests.test_cluster_state import eventually
 from tests.test_server import Server, _start, _stop
 from webhook.core.engine import Config
 from webhook.core.quota import BudgetCharge
-from webhook.reload import Reloader
 from webhook.settings import Settings
 from webhook.state.cluster import cluster_state
 from webhook.state.ledger import ConfigMapLedger
-from webhook.tables import load_config, load_pricing
+from webhook.tables import load_pricing
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +56,7 @@ H100_HOUR = 6.88  # pricing/default.yaml: one h100-80gb for the captured pods' 1
 
 
 def _policy(**overrides: Any) -> dict[str, Any]:
-    policy = yaml.safe_load((REPO / "webhook" / "defaults" / "policy.yaml").read_text())
+    policy = policy_data()
     policy["namespaces"] = {
         "team-b": {"budget": {"usd": 1_000_000, "period": "lifetime"}},
         "team-q": {"quota": {"max_gpus": 100_000}},
@@ -102,7 +101,7 @@ def _serve(
         },
     )
     try:
-        _until(lambda: _readyz(server) == 200, 20, "the server never became ready")
+        eventually(lambda: _readyz(server) == 200, 20, "the server never became ready")
     except BaseException:
         _stop(server.process)
         raise
@@ -123,11 +122,6 @@ def served() -> Iterator[list[Server]]:
         _stop(server.process)
 
 
-def _client(server: Server) -> httpx.Client:
-    context = ssl.create_default_context(cafile=str(server.ca))
-    return httpx.Client(base_url=server.base_url, verify=context)
-
-
 def _status(server: Server, namespace: str) -> dict[str, Any]:
     """GET /status for one namespace: its live use as the watch cache sees it."""
     with server.client() as client:
@@ -141,17 +135,6 @@ def _readyz(server: Server) -> int | None:
             return client.get("/readyz", timeout=2.0).status_code
     except httpx.TransportError:
         return None
-
-
-def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} (within {timeout}s)")
-        time.sleep(0.05)
 
 
 def _metric(server: Server, name: str, **labels: str) -> float:
@@ -310,7 +293,7 @@ class Stream:
             thread.join(timeout=15)
 
     def _send(self, index: int) -> None:
-        with _client(self.server) as client:
+        with self.server.client() as client:
             turn = index
             while not self._stop.is_set():
                 endpoint, namespace = self.targets[turn % len(self.targets)]
@@ -321,7 +304,7 @@ class Stream:
                 self._stop.wait(0.01)
 
     def _poll_readiness(self) -> None:
-        with _client(self.server) as client:
+        with self.server.client() as client:
             last: int | None = -1
             while not self._stop.is_set():
                 try:
@@ -335,7 +318,7 @@ class Stream:
 
     def wait_for(self, check: Callable[[], Any], timeout: float, what: str) -> float:
         """Wait until `check()`; the monotonic time it first held."""
-        _until(check, timeout, what)
+        eventually(check, timeout, what)
         return time.monotonic()
 
     def ready_changed(self, status: int | None, after: float) -> float | None:
@@ -363,7 +346,7 @@ def _burst(jobs: list[tuple[Server, str, tuple[str, str, bytes]]]) -> list[Sampl
 
     def run(index: int) -> None:
         server, namespace, review = jobs[index]
-        with _client(server) as client:
+        with server.client() as client:
             client.get("/healthz")  # the TLS handshake before the start
             barrier.wait(timeout=30)
             samples[index] = send(client, "validate", namespace, review)
@@ -498,7 +481,7 @@ def test_dropped_watches_and_a_410_relist_catch_up_while_answers_continue(
     server = _serve(tmp_path, api, policy)
     served.append(server)
     watches = api.watch_count()
-    with Stream(server, STREAM) as stream, _client(server) as client:
+    with Stream(server, STREAM) as stream, server.client() as client:
         time.sleep(0.5)
         # the connections of every watch cut; pods created before costgate reconnects
         dropped = time.monotonic()
@@ -527,7 +510,7 @@ def test_dropped_watches_and_a_410_relist_catch_up_while_answers_continue(
         api.remove("pods", "team-w", "w0")  # and the watch follows again
         stream.wait_for(lambda: _status(server, "team-w")["gpus"] == 6, 10, "never freed")
         assert post(client, "validate", "team-w", gpus=2).normal
-        _until(lambda: api.watch_count() == watches, 10, "not every watch came back")
+        eventually(lambda: api.watch_count() == watches, 10, "not every watch came back")
         time.sleep(0.5)
     samples = stream.all()
     _report(
@@ -591,7 +574,7 @@ def test_a_409_storm_during_a_burst_loses_no_review_and_charges_each_once(
     for s in endless:
         assert s.reasons == "state-unavailable" and "conflicting writes" in s.message, s
     api.clear_faults()
-    with _client(first) as client:
+    with first.client() as client:
         assert post(client, "validate", "team-b").normal
     _report(
         "409 storms",
@@ -683,7 +666,7 @@ def test_a_broken_config_mid_load_loses_no_review_and_the_old_one_serves(
     """The policy and pricing files change under the stream, in place (truncated and
     written: a reader may see half a file) and by the kubelet's atomic `..data` swap.
     A broken file is refused and the config in use keeps answering; a valid one is taken."""
-    pricing = yaml.safe_load((REPO / "pricing" / "default.yaml").read_text())
+    pricing = pricing_data()
     policy = _policy(threshold_usd=200)
     volume = tmp_path / "config"
     text = {"policy.yaml": yaml.safe_dump(policy), "pricing.yaml": yaml.safe_dump(pricing)}
@@ -705,7 +688,7 @@ def test_a_broken_config_mid_load_loses_no_review_and_the_old_one_serves(
         before = {r: _reloads(server, r) for r in ("ok", "error")}
         written = time.monotonic()
         write()
-        _until(lambda: _reloads(server, result) > before[result], 10, f"{phase}: no {result}")
+        eventually(lambda: _reloads(server, result) > before[result], 10, f"{phase}: no {result}")
         marks.append((phase, written, time.monotonic()))
         time.sleep(0.6)  # reviews under the new state of things
         # counted once, not once per check; a file read while written is not an error
@@ -734,11 +717,11 @@ def test_a_broken_config_mid_load_loses_no_review_and_the_old_one_serves(
         with (volume / "policy.yaml").open("w") as file:
             file.write(final[: final.index("threshold_usd") + 5])
             file.flush()
-            _until(lambda: _reloads(server, "error") == errors + 1, 10, "half file taken")
+            eventually(lambda: _reloads(server, "error") == errors + 1, 10, "half file taken")
             time.sleep(0.5)
             completed = time.monotonic()
             file.write(final[final.index("threshold_usd") + 5 :])
-        _until(lambda: _reloads(server, "ok") == oks + 1, 10, "the whole file never taken")
+        eventually(lambda: _reloads(server, "ok") == oks + 1, 10, "the whole file never taken")
         taken = time.monotonic()
         time.sleep(0.6)
     assert _reloads(server, "error") == errors + 1
@@ -794,9 +777,9 @@ def test_stale_after_is_a_setting_and_the_cache_trusts_a_failing_watch_that_long
         assert state.cluster.wait_synced(10)
         down = time.monotonic()
         api.down()
-        _until(lambda: "failing" in state.cluster.sync_state().values(), 5, "never failing")
+        eventually(lambda: "failing" in state.cluster.sync_state().values(), 5, "never failing")
         assert state.ready() or time.monotonic() - down >= 0.5  # trusted for a while
-        _until(lambda: not state.ready(), 5, "still ready")
+        eventually(lambda: not state.ready(), 5, "still ready")
         assert time.monotonic() - down >= 0.5
     finally:
         state.cluster.stop()
@@ -852,40 +835,3 @@ def test_concurrent_charges_in_one_replica_take_turns_instead_of_conflicting() -
         writes = [method for method, path, _ in api.requests if method in ("POST", "PUT")]
         assert sorted(writes) == ["POST"] + ["PUT"] * 19
         assert len(_ledger(api, "team-a")["pending"]) == 20
-
-
-def test_a_file_written_while_being_read_is_read_again_not_taken_or_refused(
-    tmp_path: Path,
-) -> None:
-    """A file written in place can be read half way through the write: the reloader reads
-    it again at its next check rather than refusing it (an error for a good file) or taking
-    it (half a policy can be a valid one)."""
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("version: 1\nthreshold_usd: 100\n")
-    writer: list[str] = []  # what a writer finishes writing while the file is being read
-    results: list[bool] = []
-
-    def load() -> float:
-        try:
-            return load_config(None, policy).policy.default.threshold_usd
-        finally:
-            if writer:
-                policy.write_text(writer.pop())
-
-    reloader = Reloader("policy", [policy], load, on_result=lambda _, ok: results.append(ok))
-    _write_later(policy, "version: 1\nthreshold_usd: [\n")  # read broken, then made whole
-    writer.append("version: 1\nthreshold_usd: 300\n")
-    assert not reloader.check() and results == []
-    assert reloader.check() and reloader.current() == 300
-    _write_later(policy, "version: 1\n")  # read valid but half, then made whole
-    writer.append("version: 1\nthreshold_usd: 50\n")
-    assert not reloader.check() and reloader.current() == 300
-    assert reloader.check() and reloader.current() == 50
-    assert results == [True, True]
-
-
-def _write_later(path: Path, text: str) -> None:
-    """Write so that the change shows in stat even within one clock tick."""
-    before = path.stat().st_mtime_ns
-    path.write_text(text)
-    os.utime(path, ns=(before + 10**9, before + 10**9))

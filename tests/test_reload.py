@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, policy_with
 from tests.test_quotas import gpu_pod, review
+from webhook.approvals import Keyring, keygen
 from webhook.certs import issue
 from webhook.core.engine import Config
 from webhook.reload import Reloader
@@ -95,6 +96,60 @@ def test_a_mismatched_certificate_pair_is_refused_and_the_old_kept(tmp_path: Pat
     _touch_later(first.key, other.key.read_text())  # now the pair matches again
     assert reloader.check()
     assert loads == [False, True]
+
+
+def test_a_watched_directory_is_read_again_when_a_file_in_it_changes(tmp_path: Path) -> None:
+    keys = tmp_path / "approvers"
+    keys.mkdir()
+    (keys / "a.pem").write_text("one")
+    reloader = Reloader("keys", [keys], lambda: sorted(p.read_text() for p in keys.iterdir()))
+    _touch_later(keys / "a.pem", "two")  # in place: the directory's own stat unchanged
+    assert reloader.check() and reloader.current() == ["two"]
+    (keys / "b.pem").write_text("three")
+    assert reloader.check() and reloader.current() == ["three", "two"]
+    assert not reloader.check()
+
+
+def test_the_approvers_keys_are_reloaded_like_any_file_and_reported(tmp_path: Path) -> None:
+    pair = keygen("carol", tmp_path / "keys")
+    approvers = tmp_path / "approvers"
+    approvers.mkdir()
+    results: list[tuple[str, bool]] = []
+    keyring = Keyring(approvers, check_every=0, on_result=lambda *result: results.append(result))
+    assert keyring.key_ids == ()
+    (approvers / pair.public_path.name).write_bytes(pair.public_path.read_bytes())
+    assert keyring.key_ids == (pair.key_id,)
+    assert results == [("approvers", True)]
+
+
+def test_a_file_written_while_being_read_is_read_again_not_taken_or_refused(
+    tmp_path: Path,
+) -> None:
+    """A file written in place can be read half way through the write: the reloader reads
+    it again at its next check rather than refusing it (an error for a good file) or taking
+    it (half a policy can be a valid one)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nthreshold_usd: 100\n")
+    writer: list[str] = []  # what a writer finishes writing while the file is being read
+    results: list[bool] = []
+
+    def load() -> float:
+        try:
+            return load_config(None, policy).policy.default.threshold_usd
+        finally:
+            if writer:
+                policy.write_text(writer.pop())
+
+    reloader = Reloader("policy", [policy], load, on_result=lambda _, ok: results.append(ok))
+    _touch_later(policy, "version: 1\nthreshold_usd: [\n")  # read broken, then made whole
+    writer.append("version: 1\nthreshold_usd: 300\n")
+    assert not reloader.check() and results == []
+    assert reloader.check() and reloader.current() == 300
+    _touch_later(policy, "version: 1\n")  # read valid but half, then made whole
+    writer.append("version: 1\nthreshold_usd: 50\n")
+    assert not reloader.check() and reloader.current() == 300
+    assert reloader.check() and reloader.current() == 50
+    assert results == [True, True]
 
 
 # --- metrics and the decision log ------------------------------------------------------

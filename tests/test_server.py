@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import os
 import signal
 import socket
 import ssl
@@ -26,21 +25,16 @@ from typing import Any
 import httpx
 import jsonpatch
 import pytest
-import yaml
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, capture, capture_bytes
+from tests.conftest import capture, capture_bytes, env_without_costgate, pricing_data
 
 pytestmark = pytest.mark.slow
 
 MIB = 1024 * 1024
 START_TIMEOUT = 30.0
 COST_ANNOTATION = "costgate.io/estimated-cost"
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("COSTGATE_")}
 
 
 def _free_port() -> int:
@@ -118,7 +112,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             _serve_command(port, cert_dir),
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env=env_without_costgate(),
             cwd=work,
         )
     server = Server(f"https://127.0.0.1:{port}", port, cert_dir / "ca.crt", log, process)
@@ -143,10 +137,6 @@ def _review(response: httpx.Response) -> dict[str, Any]:
     assert review["apiVersion"] == "admission.k8s.io/v1"
     assert review["kind"] == "AdmissionReview"
     return review["response"]
-
-
-def _bundled_pricing() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "pricing" / "default.yaml").read_text())
 
 
 # --- TLS -----------------------------------------------------------------------------------------
@@ -231,7 +221,7 @@ def test_a_tls_1_1_client_is_refused(server: Server) -> None:
 
 def test_validate_denies_the_8_gpu_pod_over_the_threshold(client: httpx.Client) -> None:
     # 8 × h100-80gb at $6.88/h (pricing/default.yaml) × 24h (costgate.io/max-runtime) = $1,320.96
-    assert _bundled_pricing()["gpus"]["h100-80gb"]["usd_per_hour"] == 6.88
+    assert pricing_data()["gpus"]["h100-80gb"]["usd_per_hour"] == 6.88
     request = capture("validate-pod-create-gpu")["request"]
     assert request["object"]["metadata"]["annotations"]["costgate.io/max-runtime"] == "24h"
 
@@ -267,7 +257,7 @@ def test_mutate_stamps_the_estimate_with_a_patch_that_applies(client: httpx.Clie
     assert request["dryRun"] is True
     # No gpu-type and no GPU nodeSelector: priced as the dearest nvidia.com/gpu type in the
     # table, for the pod's own deadline (7200 s, below the 12h default, so it is kept).
-    pricing = _bundled_pricing()
+    pricing = pricing_data()
     dearest = max(
         g["usd_per_hour"] for g in pricing["gpus"].values() if g["resource"] == "nvidia.com/gpu"
     )
@@ -541,7 +531,7 @@ def test_the_server_refuses_to_start_with_a_bad_policy(tmp_path: Path) -> None:
         _serve_command(port, tmp_path / "certs", "--policy", str(policy)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_env(),
+        env=env_without_costgate(),
         cwd=tmp_path,
     )
     try:
@@ -580,7 +570,7 @@ def _start(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Se
             _serve_command(port, tmp_path / "certs", *extra),
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env={**_env(), **(env or {})},
+            env={**env_without_costgate(), **(env or {})},
             cwd=tmp_path,
         )
     server = Server(f"https://127.0.0.1:{port}", port, tmp_path / "certs" / "ca.crt", log, process)

@@ -22,6 +22,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .core import messages
 from .core.types import Approval, Reason
+from .reload import Reloader
 
 __all__ = ["AUDIENCE", "KeyPair", "Keyring", "keygen", "mint"]
 
@@ -122,44 +124,43 @@ def mint(
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
 
 
-class Keyring:
-    """Approvers' public keys from a directory, re-read when the directory changes (a
-    mounted ConfigMap swaps its files through a symlink, which changes its mtime)."""
+def _read_keys(directory: Path) -> dict[str, Ed25519PublicKey]:
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in sorted(directory.glob("*.pem")) if directory.is_dir() else ():
+        try:
+            key = serialization.load_pem_public_key(path.read_bytes())
+        except (OSError, ValueError):
+            continue  # a half-written or foreign file: skipped, the others still serve
+        if isinstance(key, Ed25519PublicKey):
+            keys[path.name.removesuffix(".pem")] = key
+    return keys
 
-    def __init__(self, directory: Path, *, check_every: float = 1.0) -> None:
+
+class Keyring:
+    """Approvers' public keys from a directory (mounted from a ConfigMap or Secret), re-read
+    when its files change. Only a review carrying a token needs them, so that review checks
+    for changes, at most every `check_every` seconds, rather than a thread."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        check_every: float = 1.0,
+        on_result: Callable[[str, bool], None] = lambda name, ok: None,
+    ) -> None:
         self.directory = directory
         self.check_every = check_every
-        self._keys: dict[str, Ed25519PublicKey] = {}
-        self._stamp: tuple[float, ...] = ()
+        self._reloader = Reloader(
+            "approvers", [directory], lambda: _read_keys(directory), on_result=on_result
+        )
         self._checked = 0.0
-        self.reload()
-
-    def _state(self) -> tuple[float, ...]:
-        try:
-            entries = sorted(self.directory.glob("*.pem"))
-            return (self.directory.stat().st_mtime, *(p.stat().st_mtime for p in entries))
-        except OSError:
-            return ()
-
-    def reload(self) -> None:
-        keys: dict[str, Ed25519PublicKey] = {}
-        for path in sorted(self.directory.glob("*.pem")) if self.directory.is_dir() else ():
-            try:
-                key = serialization.load_pem_public_key(path.read_bytes())
-            except (OSError, ValueError):
-                continue  # a half-written or foreign file: skipped, the others still serve
-            if isinstance(key, Ed25519PublicKey):
-                keys[path.name.removesuffix(".pem")] = key
-        self._keys = keys
-        self._stamp = self._state()
 
     def _fresh(self) -> dict[str, Ed25519PublicKey]:
         now = time.monotonic()
         if now - self._checked >= self.check_every:
             self._checked = now
-            if self._state() != self._stamp:
-                self.reload()
-        return self._keys
+            self._reloader.check()
+        return self._reloader.current()
 
     @property
     def key_ids(self) -> tuple[str, ...]:

@@ -2,12 +2,14 @@
 when the new file is bad.
 
 Kubernetes updates a mounted ConfigMap or Secret by swapping a symlink, so a file is known
-by what `stat` reports through the link (inode, size, modification time); the check runs in
-a background thread every `interval` seconds and never on the admission path.
+by what `stat` reports through the link (inode, size, modification time), and a directory by
+that of each entry in it too (files come and go: approvers' keys). The check runs in a
+background thread every `interval` seconds, or from `check()`; never on every request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -22,14 +24,21 @@ T = TypeVar("T")
 Fingerprint = tuple[tuple[int, int, int] | None, ...]
 
 
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _fingerprint(paths: Iterable[Path]) -> Fingerprint:
     found = []
     for path in paths:
-        try:
-            st = os.stat(path)
-            found.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        except OSError:
-            found.append(None)
+        found.append(_stat(path))
+        if path.is_dir():  # one level down: a file edited in place leaves its directory alone
+            with contextlib.suppress(OSError):
+                found += [_stat(entry) for entry in sorted(path.iterdir())]
     return tuple(found)
 
 

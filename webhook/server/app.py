@@ -186,9 +186,13 @@ def build_app(
 def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
     """The application for `settings` (read from COSTGATE_* when None): uvicorn's factory."""
     settings = settings or Settings()
-    keyring = Keyring(settings.approvers_dir) if settings.approvers_dir else None
-    verify = keyring.verify if keyring is not None else None
     metrics = Metrics()
+    keyring = (
+        Keyring(settings.approvers_dir, on_result=metrics.reloaded)
+        if settings.approvers_dir
+        else None
+    )
+    verify = keyring.verify if keyring is not None else None
     lookup = None
     state: State
     if settings.state == "cluster":
