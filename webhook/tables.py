@@ -25,6 +25,7 @@ __all__ = [
     "BUNDLED_POLICY",
     "BUNDLED_PRICING",
     "TableError",
+    "check_gpu_names",
     "load_config",
     "load_policy",
     "load_pricing",

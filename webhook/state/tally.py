@@ -85,9 +85,9 @@ class Tally:
         return uid in self._records
 
     def put(self, uid: str, usage: Usage | None, expires: float | None = None) -> None:
-        # Totals are read without the lock: a reader sees the sums before or after a change
         """Record what `uid` holds now (None: nothing any more); `expires` (Unix time) drops
         it then unless it is put again."""
+        # Totals are read without the lock: a reader sees the sums before or after a change
         with self._lock:
             self._drop(uid)
             if usage is None:
