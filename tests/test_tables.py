@@ -159,6 +159,11 @@ def test_missing_and_unparseable_files(load, what, tmp_path: Path) -> None:
     with pytest.raises(TableError, match="not valid YAML") as caught:
         load(broken)
     assert str(caught.value).startswith(f"{broken}: ")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("version: 1\n# déjà\n".encode("latin-1"))
+    with pytest.raises(TableError, match=r"not UTF-8 text \(byte 14\)") as caught:
+        load(latin1)
+    assert str(caught.value).startswith(f"{latin1}: ")
 
 
 def test_a_namespace_whose_default_runtime_exceeds_its_max_is_refused() -> None:

@@ -213,6 +213,8 @@ def _read(path: Path, what: str) -> object:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TableError(f"{path}: cannot read the {what} file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TableError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
