@@ -89,10 +89,6 @@ def _type_notes(
 ) -> tuple[list[Reason], list[str]]:
     reasons: list[Reason] = []
     warnings: list[str] = []
-    unknown_labels = [label for r in pricing.resolutions for label in r.unknown_labels]
-    # policy gpu_type_annotation: checked, and only the annotation names the type
-    unpinned = next((r.annotation_only for r in pricing.resolutions if r.annotation_only), "")
-    unpinned = unpinned if policy.gpu_type_annotation == "checked" else ""
     for resolution in pricing.resolutions:
         if resolution.unknown_annotation:
             text = messages.unknown_gpu_annotation(resolution.unknown_annotation, table.gpus)
@@ -100,6 +96,14 @@ def _type_notes(
         if resolution.annotation_outpriced:
             warnings.append(messages.annotation_outpriced(*resolution.annotation_outpriced))
     if pricing.unresolved and not reasons:
+        # gathered only here: most workloads pin their type, and this runs per request
+        unknown_labels = [label for r in pricing.resolutions for label in r.unknown_labels]
+        # policy gpu_type_annotation: checked, and only the annotation names the type
+        unpinned = ""
+        if policy.gpu_type_annotation == "checked":
+            unpinned = next(
+                (r.annotation_only for r in pricing.resolutions if r.annotation_only), ""
+            )
         if policy.unknown_gpu == "deny":
             text = (
                 messages.annotation_alone_denied(unpinned, namespace)
