@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from . import messages
 from .policy import NamespacePolicy
+from .quota import EXPERIMENT_LABEL, OWNER_LABEL
 from .types import Approval, Estimate, Reason, Workload
 
-__all__ = ["EXPERIMENT_LABEL", "OWNER_LABEL", "check_approval", "same_person"]
-
-EXPERIMENT_LABEL = "experiment"
-OWNER_LABEL = "owner"
+__all__ = ["check_approval", "same_person"]
 
 
 def _names(user: str) -> set[str]:

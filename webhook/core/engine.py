@@ -73,6 +73,16 @@ def handles(group: str, kind: str) -> bool:
     return (group, kind) in _EXTRACTORS
 
 
+def _extract(extractor: Extractor, request: Request, config: Config) -> Workload | None:
+    return extractor(
+        request,
+        table=config.table,
+        policy=config.policy,
+        parse_text=config.parse_text,
+        lookup=config.lookup,
+    )
+
+
 def _decide(
     workload: Workload,
     config: Config,
@@ -127,13 +137,7 @@ def _update(
     if request.kind == "Pod" or request.old_obj is None:
         return _labels_kept(request, workload, config)
     try:
-        old = extractor(
-            request._replace(obj=request.old_obj, old_obj=None),
-            table=config.table,
-            policy=config.policy,
-            parse_text=config.parse_text,
-            lookup=config.lookup,
-        )
+        old = _extract(extractor, request._replace(obj=request.old_obj, old_obj=None), config)
     except (ObjectError, RecursionError):
         old = None
     old_decision = _decide(old, config, now) if old is not None else None
@@ -215,13 +219,7 @@ def _evaluate(request: Request, config: Config, now: float, state: UsageView | N
     if request.operation == "UPDATE" and config.policy.is_controller(request.username):
         return _ALLOW  # status writes of the workflow and job controllers: answer at once
     try:
-        workload = extractor(
-            request,
-            table=config.table,
-            policy=config.policy,
-            parse_text=config.parse_text,
-            lookup=config.lookup,
-        )
+        workload = _extract(extractor, request, config)
     except ObjectError as exc:
         return Decision(allowed=False, reasons=(exc.reason,), status_code=400)
     if workload is None:
@@ -299,13 +297,7 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
         username=creator,
     )
     try:
-        workload = _EXTRACTORS[(group, kind)](
-            request,
-            table=config.table,
-            policy=config.policy,
-            parse_text=config.parse_text,
-            lookup=config.lookup,
-        )
+        workload = _extract(_EXTRACTORS[(group, kind)], request, config)
     except (ObjectError, RecursionError):
         return None
     if workload is None or workload.workload_class == "controlled" or not workload.pods:

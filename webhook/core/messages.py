@@ -15,6 +15,7 @@ from .quantities import format_hours
 from .types import (
     ANNOTATION_APPROVAL,
     ANNOTATION_GPU_TYPE,
+    ANNOTATION_MAX_FANOUT,
     ANNOTATION_MAX_RUNTIME,
     Approval,
     Estimate,
@@ -23,6 +24,8 @@ from .types import (
 
 __all__ = [
     "WARNING_PREFIX",
+    "annotation_alone_denied",
+    "annotation_alone_priced",
     "annotation_outpriced",
     "approval_above_grant",
     "approval_bad_signature",
@@ -30,6 +33,7 @@ __all__ = [
     "approval_malformed",
     "approval_not_allowed",
     "approval_not_yet_valid",
+    "approval_self",
     "approval_too_small",
     "approval_unknown_key",
     "approval_wrong_experiment",
@@ -104,11 +108,9 @@ def quote(value: object) -> str:
     text = value if isinstance(value, str) else _REPR.repr(value)
     if len(text) > _MAX_QUOTED:
         text = text[: _MAX_QUOTED - 1] + "…"
-    if text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
-    return f'"{escaped}"'
+    if '"' in text or "\\" in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{_one_line(text)}"'
 
 
 def _one_line(text: str) -> str:
@@ -398,7 +400,7 @@ def _describe(value: object) -> str:
 
 def invalid_max_fanout(value: object) -> str:
     return (
-        f"annotation costgate.io/max-fanout={quote(value)} is not a whole number; declare the "
+        f"annotation {ANNOTATION_MAX_FANOUT}={quote(value)} is not a whole number; declare the "
         f"most items a withParam loop can have, e.g. 50"
     )
 
@@ -449,7 +451,7 @@ def unbounded(kind: str, name: str) -> str:
         f"GPU {_object(kind, name)} has no bound on its cost: a withParam loop or a recursive "
         f"template runs GPU pods an unknown number of times, or a GPU exit handler (which "
         f"outlives the workflow deadline) has no activeDeadlineSeconds; set spec.parallelism, "
-        f"annotation costgate.io/max-fanout, or the exit handler's activeDeadlineSeconds"
+        f"annotation {ANNOTATION_MAX_FANOUT}, or the exit handler's activeDeadlineSeconds"
     )
 
 
@@ -526,26 +528,26 @@ def approval_above_grant(approval: Approval, namespace: str, most: float) -> str
 
 
 def approval_malformed(detail: str) -> str:
-    return f"annotation costgate.io/approval is not a valid approval token ({detail})"
+    return f"annotation {ANNOTATION_APPROVAL} is not a valid approval token ({detail})"
 
 
 def approval_unknown_key(key_id: str, known: Iterable[str]) -> str:
     listed = ", ".join(sorted(known)) or "none"
     return (
-        f"annotation costgate.io/approval is signed with key {quote(key_id)}, which is not an "
+        f"annotation {ANNOTATION_APPROVAL} is signed with key {quote(key_id)}, which is not an "
         f"approver key of this cluster (keys: {listed})"
     )
 
 
 def approval_bad_signature(key_id: str) -> str:
     return (
-        f"annotation costgate.io/approval does not verify against key {quote(key_id)}: it was "
+        f"annotation {ANNOTATION_APPROVAL} does not verify against key {quote(key_id)}: it was "
         f"changed after signing, or signed by another key"
     )
 
 
 def approvals_disabled() -> str:
-    return "annotation costgate.io/approval is set, but this webhook has no approver keys"
+    return f"annotation {ANNOTATION_APPROVAL} is set, but this webhook has no approver keys"
 
 
 def approved(approval: Approval) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "ANNOTATION_APPROVAL",
     "ANNOTATION_ESTIMATED_COST",
     "ANNOTATION_GPU_TYPE",
+    "ANNOTATION_MAX_FANOUT",
     "ANNOTATION_MAX_RUNTIME",
     "COSTGATE_PREFIX",
     "INFINITE",
@@ -46,6 +47,7 @@ ANNOTATION_MAX_RUNTIME = "costgate.io/max-runtime"
 ANNOTATION_GPU_TYPE = "costgate.io/gpu-type"
 ANNOTATION_ESTIMATED_COST = "costgate.io/estimated-cost"
 ANNOTATION_APPROVAL = "costgate.io/approval"
+ANNOTATION_MAX_FANOUT = "costgate.io/max-fanout"  # the most items a withParam loop has
 
 ReasonCode = Literal[
     "missing-labels",

@@ -13,12 +13,13 @@ from typing import Any
 
 from ..catalog import PriceTable
 from ..policy import Policy
-from ..types import ANNOTATION_GPU_TYPE, PodShape, Reason, Request, Workload
+from ..types import PodShape, Reason, Request, Workload
 from .owner import owner_class
 from .podspec import (
     ObjectError,
     field,
     identity,
+    pointer,
     read_deadline,
     read_gpus,
     read_metadata,
@@ -45,7 +46,6 @@ def _job_workload(
     kind: str,
     table: PriceTable,
     policy: Policy,
-    deadline_path: str,
     labels: Mapping[str, str],
     annotations: Mapping[str, str],
     metadata: Mapping[str, Any],
@@ -66,9 +66,7 @@ def _job_workload(
     # sit on either too (the Job's win).
     merged_labels = {**pod_labels, **labels}
     merged_annotations = {**pod_annotations, **annotations}
-    placement = read_placement(
-        pod_spec, f"{path}.template.spec", merged_annotations, ANNOTATION_GPU_TYPE
-    )
+    placement = read_placement(pod_spec, f"{path}.template.spec", merged_annotations)
     namespace, name, generate_name = identity(request, metadata)
     return Workload(
         kind=kind,
@@ -80,9 +78,9 @@ def _job_workload(
         workload_class=owner_class(metadata, request.username, policy, created=kind),
         pods=(PodShape(label="pod", gpus=gpus, placement=placement, replicas=concurrent),),
         existing_deadline=read_deadline(job_spec, path),
-        deadline_path=deadline_path,
+        deadline_path=f"{pointer(path)}/activeDeadlineSeconds",
         problems=tuple(problems),
-        copy_to=(deadline_path.rsplit("/", 1)[0] + "/template/metadata",),
+        copy_to=(f"{pointer(path)}/template/metadata",),
     )
 
 
@@ -99,7 +97,6 @@ def extract_job(
         kind="Job",
         table=table,
         policy=policy,
-        deadline_path="/spec/activeDeadlineSeconds",
         labels=labels,
         annotations=annotations,
         metadata=metadata,
@@ -122,7 +119,6 @@ def extract_cronjob(
         kind="CronJob",
         table=table,
         policy=policy,
-        deadline_path="/spec/jobTemplate/spec/activeDeadlineSeconds",
         labels={**job_labels, **labels},
         annotations={**job_annotations, **annotations},
         metadata=metadata,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..catalog import PriceTable
 from ..policy import Policy
-from ..types import ANNOTATION_GPU_TYPE, PodShape, Reason, Request, Workload
+from ..types import PodShape, Reason, Request, Workload
 from .owner import owner_class
 from .podspec import field, identity, read_deadline, read_gpus, read_metadata, read_placement
 
@@ -22,7 +22,7 @@ def extract_pod(
     if not gpus and not problems:
         return None
     metadata, labels, annotations = read_metadata(obj)
-    placement = read_placement(spec, "spec", annotations, ANNOTATION_GPU_TYPE)
+    placement = read_placement(spec, "spec", annotations)
     namespace, name, generate_name = identity(request, metadata)
     return Workload(
         kind="Pod",

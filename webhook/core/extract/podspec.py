@@ -14,12 +14,13 @@ from typing import Any
 from .. import messages
 from ..catalog import PriceTable
 from ..quantities import MAX_DEADLINE_SECONDS, parse_quantity
-from ..types import GpuRequest, Placement, Reason, Request
+from ..types import ANNOTATION_GPU_TYPE, GpuRequest, Placement, Reason, Request
 
 __all__ = [
     "ObjectError",
     "field",
     "identity",
+    "pointer",
     "read_deadline",
     "read_gpus",
     "read_metadata",
@@ -155,6 +156,12 @@ def identity(request: Request, metadata: Mapping[str, Any]) -> tuple[str, str, s
     )
 
 
+def pointer(path: str) -> str:
+    """The JSON Pointer of a field path as errors name it (`spec.jobTemplate.spec` ->
+    `/spec/jobTemplate/spec`): what a patch writes is what was read. No escapes needed."""
+    return "/" + path.replace(".", "/")
+
+
 def read_deadline(spec: Mapping[str, Any], path: str) -> int | None:
     """spec.activeDeadlineSeconds, checked: a whole number the API server would accept."""
     deadline = spec.get("activeDeadlineSeconds")
@@ -199,16 +206,14 @@ def _required_terms(
     return tuple(terms)
 
 
-def read_placement(
-    spec: Mapping[str, Any], path: str, annotations: Mapping[str, str], annotation_key: str
-) -> Placement:
+def read_placement(spec: Mapping[str, Any], path: str, annotations: Mapping[str, str]) -> Placement:
     """Where the pod may run, as far as GPU type goes: annotation, nodeSelector, required
     node affinity. Preferred affinity does not constrain placement and is ignored."""
     selector = spec.get("nodeSelector")
     if selector and type(selector) is not dict:
         raise ObjectError(f"{path}.nodeSelector", "dict", selector)
     affinity = spec.get("affinity")
-    annotation = annotations.get(annotation_key, "")
+    annotation = annotations.get(ANNOTATION_GPU_TYPE, "")
     return Placement(
         annotation if type(annotation) is str else "",
         tuple((str(k), str(v)) for k, v in selector.items()) if selector else (),

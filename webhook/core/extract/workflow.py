@@ -19,7 +19,7 @@ from ..catalog import PriceTable
 from ..policy import Policy
 from ..quantities import parse_duration
 from ..types import (
-    ANNOTATION_GPU_TYPE,
+    ANNOTATION_MAX_FANOUT,
     INFINITE,
     Concurrency,
     PodShape,
@@ -32,6 +32,7 @@ from .podspec import (
     ObjectError,
     field,
     identity,
+    pointer,
     read_deadline,
     read_gpus,
     read_metadata,
@@ -39,14 +40,12 @@ from .podspec import (
 )
 
 __all__ = [
-    "ANNOTATION_MAX_FANOUT",
     "TemplateLookup",
     "extract_cronworkflow",
     "extract_workflow",
     "extract_workflow_template",
 ]
 
-ANNOTATION_MAX_FANOUT = "costgate.io/max-fanout"
 ParseText = Callable[[str], Any]
 # (namespace, name, cluster scope) -> that WorkflowTemplate's spec, or None if unknown here
 TemplateLookup = Callable[[str, str, bool], "Mapping[str, Any] | None"]
@@ -240,8 +239,6 @@ class _Reader:
                 template.get("nodeSelector") or inherited[0],
                 template.get("affinity") or inherited[1],
             )
-            if placement == _NO_PLACEMENT:
-                placement = _NO_PLACEMENT  # the shared key: no JSON to build per template
             groups = self._children(template, where, runs, stack, scope, placement)
             # Template parallelism caps running children (a nested steps/dag counts as one).
             op = "each" if parallelism is not None else "all"
@@ -370,12 +367,9 @@ class _Reader:
         runs: float,
         inherited: Inherited,
     ) -> Concurrency:
-        key = (
-            name,
-            ""
-            if inherited is _NO_PLACEMENT
-            else json.dumps(inherited, sort_keys=True, default=str),
-        )
+        # no placement inherited (the usual case): no JSON to build for the key
+        plain = inherited == _NO_PLACEMENT
+        key = (name, "" if plain else json.dumps(inherited, sort_keys=True, default=str))
         index = self.shape_of.get(key)
         if index is None:
             shape = self._shape(name, template, where, inherited)
@@ -456,7 +450,7 @@ class _Reader:
             **self.annotations,
             **field(metadata, "annotations", f"{where}.metadata", dict, {}),
         }
-        placement = read_placement(pod, where, annotations, ANNOTATION_GPU_TYPE)
+        placement = read_placement(pod, where, annotations)
         deadlines = [
             d
             for d in (
@@ -537,10 +531,8 @@ def _workflow_workload(
     metadata: Mapping[str, Any],
     labels: Mapping[str, str],
     annotations: Mapping[str, str],
-    deadline_path: str,
     copy_to: tuple[str, ...],
     options: Mapping[str, Any],
-    created: str,
 ) -> Workload | None:
     namespace, name, generate_name = identity(request, metadata)
     lookup = options.get("lookup")
@@ -569,10 +561,10 @@ def _workflow_workload(
         generate_name=generate_name,
         labels=labels,
         annotations=annotations,
-        workload_class=owner_class(metadata, request.username, policy, created=created),
+        workload_class=owner_class(metadata, request.username, policy, created=kind),
         pods=shapes,
         existing_deadline=read_deadline(joined, path),  # a WorkflowTemplate's counts too
-        deadline_path=deadline_path,
+        deadline_path=f"{pointer(path)}/activeDeadlineSeconds",
         problems=tuple(reader.problems),
         copy_to=copy_to,
         concurrency=tree,
@@ -583,51 +575,46 @@ def _workflow_workload(
     )
 
 
-def extract_workflow(
-    request: Request, *, table: PriceTable, policy: Policy, **options: Any
+def _top_level(
+    request: Request,
+    kind: str,
+    copy_to: tuple[str, ...],
+    *,
+    table: PriceTable,
+    policy: Policy,
+    options: Mapping[str, Any],
 ) -> Workload | None:
-    """A Workflow's GPU workload, or None when none of its templates asks for a GPU.
-    `options`: `parse_text` (YAML podSpecPatch) and `lookup` (WorkflowTemplates)."""
+    """A Workflow or WorkflowTemplate: the spec at the top of the object."""
     metadata, labels, annotations = read_metadata(request.obj)
-    spec = field(request.obj, "spec", "", dict, {})
     return _workflow_workload(
         request,
-        spec,
+        field(request.obj, "spec", "", dict, {}),
         "spec",
-        kind="Workflow",
+        kind=kind,
         table=table,
         policy=policy,
         metadata=metadata,
         labels=labels,
         annotations=annotations,
-        deadline_path="/spec/activeDeadlineSeconds",
-        copy_to=("/spec/podMetadata",),
+        copy_to=copy_to,
         options=options,
-        created="Workflow",
     )
+
+
+def extract_workflow(
+    request: Request, *, table: PriceTable, policy: Policy, **options: Any
+) -> Workload | None:
+    """A Workflow's GPU workload, or None when none of its templates asks for a GPU.
+    `options`: `parse_text` (YAML podSpecPatch) and `lookup` (WorkflowTemplates)."""
+    copy_to = ("/spec/podMetadata",)
+    return _top_level(request, "Workflow", copy_to, table=table, policy=policy, options=options)
 
 
 def extract_workflow_template(
     request: Request, *, table: PriceTable, policy: Policy, **options: Any
 ) -> Workload | None:
     """A (Cluster)WorkflowTemplate: checked for labels and priced for information."""
-    metadata, labels, annotations = read_metadata(request.obj)
-    spec = field(request.obj, "spec", "", dict, {})
-    return _workflow_workload(
-        request,
-        spec,
-        "spec",
-        kind=request.kind,
-        table=table,
-        policy=policy,
-        metadata=metadata,
-        labels=labels,
-        annotations=annotations,
-        deadline_path="/spec/activeDeadlineSeconds",
-        copy_to=(),
-        options=options,
-        created=request.kind,
-    )
+    return _top_level(request, request.kind, (), table=table, policy=policy, options=options)
 
 
 def extract_cronworkflow(
@@ -650,8 +637,6 @@ def extract_cronworkflow(
         metadata=metadata,
         labels={**run_labels, **labels},
         annotations={**run_annotations, **annotations},
-        deadline_path="/spec/workflowSpec/activeDeadlineSeconds",
         copy_to=("/spec/workflowSpec/podMetadata", "/spec/workflowMetadata"),
         options=options,
-        created="CronWorkflow",
     )
