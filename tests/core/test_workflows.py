@@ -1050,6 +1050,21 @@ def test_stripping_a_required_label_is_denied(strict) -> None:
     assert codes(decision) == ["missing-labels"]
 
 
+def test_an_update_from_an_unreadable_object_is_priced_like_a_new_one(strict) -> None:
+    # The stored version cannot be read (nothing to compare with): the new one is decided
+    # on its own, so a dear update cannot hide behind an old version that fails to parse.
+    cheap = stored(strict, workflow(gpu("main", 1)))
+    unreadable = copy.deepcopy(cheap)
+    unreadable["spec"]["templates"] = "not a list"
+    decision = evaluate(request(cheap, operation="UPDATE", old=unreadable), config=strict)
+    assert decision.allowed and decision.priced and codes(decision) == []
+    dear = copy.deepcopy(cheap)
+    _more_gpus(dear)
+    decision = evaluate(request(dear, operation="UPDATE", old=unreadable), config=strict)
+    assert not decision.allowed
+    assert codes(decision) == ["over-threshold"]
+
+
 # --- what the workflow controller makes ------------------------------------------------------
 
 
