@@ -15,8 +15,8 @@ import orjson
 import yaml
 
 from .core import messages
+from .core.config import TemplateLookup
 from .core.engine import Config, evaluate
-from .core.extract.workflow import TemplateLookup
 from .core.types import ANNOTATION_APPROVAL, Decision, Request
 
 __all__ = [

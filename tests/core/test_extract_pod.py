@@ -6,13 +6,14 @@ import pytest
 
 from tests.conftest import capture_request
 from tests.core.builders import container, pod, request
+from webhook.core.config import Config
 from webhook.core.extract.pod import extract_pod
 from webhook.core.extract.podspec import ObjectError
 from webhook.core.types import GpuRequest
 
 
 def gpus_of(obj, table, policy, **kw) -> tuple[GpuRequest, ...] | None:
-    workload = extract_pod(request(obj, **kw), table=table, policy=policy)
+    workload = extract_pod(request(obj, **kw), Config(table, policy))
     return None if workload is None else workload.pods[0].gpus
 
 
@@ -102,7 +103,7 @@ def test_effective_gpu_request(obj, expected, table, policy) -> None:
 def test_the_captured_sidecar_pod_reads_as_the_scheduler_would(table, policy) -> None:
     # init "warm-up" 4 GPUs alone; then containers 1 + 2 GPUs beside a MIG sidecar.
     workload = extract_pod(
-        capture_request("validate-pod-create-sidecar-init"), table=table, policy=policy
+        capture_request("validate-pod-create-sidecar-init"), Config(table, policy)
     )
     assert workload is not None
     assert {g.resource: g.count for g in workload.pods[0].gpus} == {GPU: 4, MIG: 1}
@@ -115,7 +116,7 @@ def test_the_captured_sidecar_pod_reads_as_the_scheduler_would(table, policy) ->
 )
 def test_invalid_gpu_quantities_are_reasons_not_crashes(value, table, policy) -> None:
     obj = pod(containers=[container(limits={GPU: value}, requests={GPU: value})])
-    workload = extract_pod(request(obj), table=table, policy=policy)
+    workload = extract_pod(request(obj), Config(table, policy))
     assert workload is not None
     assert [r.code for r in workload.problems] == ["invalid-gpu-request"]  # reported once
     assert f'"{value}"' in workload.problems[0].message
@@ -145,19 +146,19 @@ def test_invalid_gpu_quantities_are_reasons_not_crashes(value, table, policy) ->
 def test_wrong_types_name_the_field(spec, path, table, policy) -> None:
     obj = pod(spec=spec)
     with pytest.raises(ObjectError) as caught:
-        extract_pod(request(obj), table=table, policy=policy)
+        extract_pod(request(obj), Config(table, policy))
     assert caught.value.reason.code == "invalid-request"
     assert f"field {path} must be" in caught.value.reason.message
 
 
 def test_placement_reads_annotation_selector_and_required_affinity(table, policy) -> None:
-    workload = extract_pod(capture_request("validate-pod-create-apply"), table=table, policy=policy)
+    workload = extract_pod(capture_request("validate-pod-create-apply"), Config(table, policy))
     assert workload is not None
     placement = workload.pods[0].placement
     assert placement.required_terms == (
         (("nvidia.com/gpu.product", "In", ("NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3")),),
     )
-    gpu = extract_pod(capture_request("validate-pod-create-gpu"), table=table, policy=policy)
+    gpu = extract_pod(capture_request("validate-pod-create-gpu"), Config(table, policy))
     assert gpu is not None
     assert gpu.pods[0].placement.gpu_type_annotation == "h100-80gb"
     assert gpu.pods[0].placement.node_selector == (
@@ -207,15 +208,13 @@ ARGO_SA = "system:serviceaccount:argo:argo"
 def test_workload_class_needs_owner_and_its_controller(
     owner, username, expected, table, policy
 ) -> None:
-    workload = extract_pod(request(pod(owner=owner), username=username), table=table, policy=policy)
+    workload = extract_pod(request(pod(owner=owner), username=username), Config(table, policy))
     assert workload is not None
     assert workload.workload_class == expected
 
 
 def test_generate_name_pods_have_a_display_name(table, policy) -> None:
-    workload = extract_pod(
-        capture_request("mutate-pod-create-generatename"), table=table, policy=policy
-    )
+    workload = extract_pod(capture_request("mutate-pod-create-generatename"), Config(table, policy))
     assert workload is not None
     assert workload.name == ""
     assert workload.display_name == "gpu-job-*"

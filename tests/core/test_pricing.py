@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.core.builders import container, pod, request
+from webhook.core.config import Config
 from webhook.core.extract.pod import extract_pod
 from webhook.core.pricing import price, resolve_types
 from webhook.core.types import Placement
@@ -112,9 +113,7 @@ CASES = [
 )
 def test_gpu_type_resolution(spec, annotation, expected, table, policy) -> None:
     annotations = {"costgate.io/gpu-type": annotation} if annotation else None
-    workload = extract_pod(
-        request(pod(spec=spec, annotations=annotations)), table=table, policy=policy
-    )
+    workload = extract_pod(request(pod(spec=spec, annotations=annotations)), Config(table, policy))
     assert workload is not None
     pricing = price(workload, table, hours=1, per_month=False)
     line = pricing.estimate.lines[0]
@@ -146,7 +145,7 @@ def test_annotation_outpriced_by_selector_is_reported(table) -> None:
 
 def test_cost_is_price_times_gpus_times_hours(table, policy) -> None:
     obj = pod(gpus=8, annotations={"costgate.io/gpu-type": "h100-80gb"})
-    workload = extract_pod(request(obj), table=table, policy=policy)
+    workload = extract_pod(request(obj), Config(table, policy))
     assert workload is not None
     estimate = price(workload, table, hours=24, per_month=False).estimate
     assert estimate.usd == round(8 * table.gpus["h100-80gb"].usd_per_hour * 24, 2)
@@ -157,7 +156,7 @@ def test_mig_slices_are_priced_as_a_fraction_of_their_parent(table, policy) -> N
         containers=[container(limits={"nvidia.com/mig-3g.40gb": "2"})],
         spec={"nodeSelector": {PRODUCT: "NVIDIA-A100-SXM4-80GB"}},
     )
-    workload = extract_pod(request(obj), table=table, policy=policy)
+    workload = extract_pod(request(obj), Config(table, policy))
     assert workload is not None
     line = price(workload, table, hours=1, per_month=False).estimate.lines[0]
     assert line.gpu_type == "a100-80gb"
@@ -167,14 +166,14 @@ def test_mig_slices_are_priced_as_a_fraction_of_their_parent(table, policy) -> N
 
 
 def test_amd_gpus_never_price_as_nvidia(table, policy) -> None:
-    workload = extract_pod(request(pod(resource="amd.com/gpu")), table=table, policy=policy)
+    workload = extract_pod(request(pod(resource="amd.com/gpu")), Config(table, policy))
     assert workload is not None
     line = price(workload, table, hours=1, per_month=False).estimate.lines[0]
     assert table.gpus[line.gpu_type].resource == "amd.com/gpu"
 
 
 def test_an_unpriced_gpu_resource_prices_as_the_dearest_gpu(table, policy) -> None:
-    workload = extract_pod(request(pod(resource="example.com/gpu")), table=table, policy=policy)
+    workload = extract_pod(request(pod(resource="example.com/gpu")), Config(table, policy))
     assert workload is not None
     line = price(workload, table, hours=1, per_month=False).estimate.lines[0]
     assert not line.resolved

@@ -7,18 +7,16 @@ same answer by construction. Nothing here does I/O or reads a clock.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from . import messages
-from .catalog import PriceTable
+from .config import Config, Extractor
 from .decide import check_labels, decide
 from .extract.job import extract_cronjob, extract_job
 from .extract.pod import extract_pod
 from .extract.podspec import ObjectError
 from .extract.workflow import (
-    TemplateLookup,
     extract_cronworkflow,
     extract_workflow,
     extract_workflow_template,
@@ -28,7 +26,6 @@ from .pricing import price
 from .quota import Usage, UsageView, demand, without
 from .types import (
     ANNOTATION_ESTIMATED_COST,
-    ApprovalVerifier,
     Decision,
     Reason,
     Request,
@@ -38,23 +35,6 @@ from .types import (
 __all__ = ["Config", "evaluate", "finished", "handles", "holding"]
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Everything a decision depends on besides the request: loaded once, swapped whole.
-
-    `parse_text` reads YAML embedded in objects (Argo podSpecPatch); `lookup` finds a
-    WorkflowTemplate's spec by (namespace, name, cluster scope); `verify_approval` checks an
-    approval token's signature. All plain functions the edges pass in, so the core imports
-    no YAML or crypto library, holds no key and reads no cluster."""
-
-    table: PriceTable
-    policy: Policy
-    parse_text: Callable[[str], Any] | None = None
-    lookup: TemplateLookup | None = None
-    verify_approval: ApprovalVerifier | None = None
-
-
-Extractor = Callable[..., "Workload | None"]
 
 _EXTRACTORS: dict[tuple[str, str], Extractor] = {
     ("", "Pod"): extract_pod,
@@ -74,13 +54,7 @@ def handles(group: str, kind: str) -> bool:
 
 
 def _extract(extractor: Extractor, request: Request, config: Config) -> Workload | None:
-    return extractor(
-        request,
-        table=config.table,
-        policy=config.policy,
-        parse_text=config.parse_text,
-        lookup=config.lookup,
-    )
+    return extractor(request, config)
 
 
 def _decide(

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ..core.config import TemplateLookup
 from ..core.engine import Config, holding
-from ..core.extract.workflow import TemplateLookup
 from ..core.types import ANNOTATION_ESTIMATED_COST
 from . import State
 from .ledger import ConfigMapLedger

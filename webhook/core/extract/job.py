@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..catalog import PriceTable
+from ..config import Config
 from ..policy import Policy
 from ..types import PodShape, Reason, Request, Workload
 from .owner import owner_class
@@ -84,9 +85,7 @@ def _job_workload(
     )
 
 
-def extract_job(
-    request: Request, *, table: PriceTable, policy: Policy, **_: object
-) -> Workload | None:
+def extract_job(request: Request, config: Config, /) -> Workload | None:
     """A Job's GPU workload, or None when its pods ask for no GPU."""
     metadata, labels, annotations = read_metadata(request.obj)
     spec = field(request.obj, "spec", "", dict, {})
@@ -95,17 +94,15 @@ def extract_job(
         spec,
         "spec",
         kind="Job",
-        table=table,
-        policy=policy,
+        table=config.table,
+        policy=config.policy,
         labels=labels,
         annotations=annotations,
         metadata=metadata,
     )
 
 
-def extract_cronjob(
-    request: Request, *, table: PriceTable, policy: Policy, **_: object
-) -> Workload | None:
+def extract_cronjob(request: Request, config: Config, /) -> Workload | None:
     """One run of a CronJob (its jobTemplate), priced like a Job."""
     metadata, labels, annotations = read_metadata(request.obj)
     spec = field(request.obj, "spec", "", dict, {})
@@ -117,8 +114,8 @@ def extract_cronjob(
         job_spec,
         "spec.jobTemplate.spec",
         kind="CronJob",
-        table=table,
-        policy=policy,
+        table=config.table,
+        policy=config.policy,
         labels={**job_labels, **labels},
         annotations={**job_annotations, **annotations},
         metadata=metadata,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..catalog import PriceTable
-from ..policy import Policy
+from ..config import Config
 from ..types import PodShape, Reason, Request, Workload
 from .owner import owner_class
 from .podspec import field, identity, read_deadline, read_gpus, read_metadata, read_placement
@@ -11,14 +10,12 @@ from .podspec import field, identity, read_deadline, read_gpus, read_metadata, r
 __all__ = ["extract_pod"]
 
 
-def extract_pod(
-    request: Request, *, table: PriceTable, policy: Policy, **_: object
-) -> Workload | None:
+def extract_pod(request: Request, config: Config, /) -> Workload | None:
     """The Pod's GPU workload, or None when it asks for no GPU (the common, cheap case)."""
     obj = request.obj
     spec = field(obj, "spec", "", dict, {})
     problems: list[Reason] = []
-    gpus = read_gpus(spec, "spec", table, problems)
+    gpus = read_gpus(spec, "spec", config.table, problems)
     if not gpus and not problems:
         return None
     metadata, labels, annotations = read_metadata(obj)
@@ -31,7 +28,7 @@ def extract_pod(
         generate_name=generate_name,
         labels=labels,
         annotations=annotations,
-        workload_class=owner_class(metadata, request.username, policy),
+        workload_class=owner_class(metadata, request.username, config.policy),
         pods=(PodShape(label="pod", gpus=gpus, placement=placement),),
         existing_deadline=read_deadline(spec, "spec"),
         deadline_path="/spec/activeDeadlineSeconds",

@@ -11,12 +11,12 @@ tree; nothing here knows a price.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .. import messages
 from ..catalog import PriceTable
-from ..policy import Policy
+from ..config import Config, ParseText, TemplateLookup
 from ..quantities import parse_duration
 from ..types import (
     ANNOTATION_MAX_FANOUT,
@@ -40,15 +40,11 @@ from .podspec import (
 )
 
 __all__ = [
-    "TemplateLookup",
     "extract_cronworkflow",
     "extract_workflow",
     "extract_workflow_template",
 ]
 
-ParseText = Callable[[str], Any]
-# (namespace, name, cluster scope) -> that WorkflowTemplate's spec, or None if unknown here
-TemplateLookup = Callable[[str, str, bool], "Mapping[str, Any] | None"]
 _NOTHING = Concurrency("all")
 # YAML podSpecPatch text read per object, at most. A patch is a few lines; YAML parses at
 # about 2 s a megabyte even in C, so a 3 MiB object of patches would outlast the webhook's
@@ -526,23 +522,21 @@ def _workflow_workload(
     path: str,
     *,
     kind: str,
-    table: PriceTable,
-    policy: Policy,
+    config: Config,
     metadata: Mapping[str, Any],
     labels: Mapping[str, str],
     annotations: Mapping[str, str],
     copy_to: tuple[str, ...],
-    options: Mapping[str, Any],
 ) -> Workload | None:
     namespace, name, generate_name = identity(request, metadata)
-    lookup = options.get("lookup")
+    lookup = config.lookup
     joined, missing = _join(spec, lookup, namespace)
     reader = _Reader(
         joined,
         path,
-        table=table,
+        table=config.table,
         annotations=annotations,
-        parse_text=options.get("parse_text"),
+        parse_text=config.parse_text,
         lookup=lookup,
         namespace=namespace,
     )
@@ -561,7 +555,7 @@ def _workflow_workload(
         generate_name=generate_name,
         labels=labels,
         annotations=annotations,
-        workload_class=owner_class(metadata, request.username, policy, created=kind),
+        workload_class=owner_class(metadata, request.username, config.policy, created=kind),
         pods=shapes,
         existing_deadline=read_deadline(joined, path),  # a WorkflowTemplate's counts too
         deadline_path=f"{pointer(path)}/activeDeadlineSeconds",
@@ -576,13 +570,7 @@ def _workflow_workload(
 
 
 def _top_level(
-    request: Request,
-    kind: str,
-    copy_to: tuple[str, ...],
-    *,
-    table: PriceTable,
-    policy: Policy,
-    options: Mapping[str, Any],
+    request: Request, kind: str, copy_to: tuple[str, ...], config: Config
 ) -> Workload | None:
     """A Workflow or WorkflowTemplate: the spec at the top of the object."""
     metadata, labels, annotations = read_metadata(request.obj)
@@ -591,35 +579,27 @@ def _top_level(
         field(request.obj, "spec", "", dict, {}),
         "spec",
         kind=kind,
-        table=table,
-        policy=policy,
+        config=config,
         metadata=metadata,
         labels=labels,
         annotations=annotations,
         copy_to=copy_to,
-        options=options,
     )
 
 
-def extract_workflow(
-    request: Request, *, table: PriceTable, policy: Policy, **options: Any
-) -> Workload | None:
+def extract_workflow(request: Request, config: Config, /) -> Workload | None:
     """A Workflow's GPU workload, or None when none of its templates asks for a GPU.
-    `options`: `parse_text` (YAML podSpecPatch) and `lookup` (WorkflowTemplates)."""
+    The config's `parse_text` reads YAML podSpecPatch, its `lookup` WorkflowTemplates."""
     copy_to = ("/spec/podMetadata",)
-    return _top_level(request, "Workflow", copy_to, table=table, policy=policy, options=options)
+    return _top_level(request, "Workflow", copy_to, config)
 
 
-def extract_workflow_template(
-    request: Request, *, table: PriceTable, policy: Policy, **options: Any
-) -> Workload | None:
+def extract_workflow_template(request: Request, config: Config, /) -> Workload | None:
     """A (Cluster)WorkflowTemplate: checked for labels and priced for information."""
-    return _top_level(request, request.kind, (), table=table, policy=policy, options=options)
+    return _top_level(request, request.kind, (), config)
 
 
-def extract_cronworkflow(
-    request: Request, *, table: PriceTable, policy: Policy, **options: Any
-) -> Workload | None:
+def extract_cronworkflow(request: Request, config: Config, /) -> Workload | None:
     """One run of a CronWorkflow (its workflowSpec), priced like a Workflow."""
     metadata, labels, annotations = read_metadata(request.obj)
     spec = field(request.obj, "spec", "", dict, {})
@@ -632,11 +612,9 @@ def extract_cronworkflow(
         workflow_spec,
         "spec.workflowSpec",
         kind="CronWorkflow",
-        table=table,
-        policy=policy,
+        config=config,
         metadata=metadata,
         labels={**run_labels, **labels},
         annotations={**run_annotations, **annotations},
         copy_to=("/spec/workflowSpec/podMetadata", "/spec/workflowMetadata"),
-        options=options,
     )

@@ -1,0 +1,43 @@
+"""What a decision depends on besides the request: the price table, the policy, and the few
+things the core cannot do purely, passed in as plain functions by the edges.
+
+Loaded once and swapped whole when a file changes, so a review never sees half of a reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .catalog import PriceTable
+from .policy import Policy
+from .types import ApprovalVerifier, Request, Workload
+
+__all__ = ["Config", "Extractor", "ParseText", "TemplateLookup"]
+
+# Reads YAML embedded in objects (Argo's podSpecPatch).
+ParseText = Callable[[str], Any]
+# (namespace, name, cluster scope) -> that WorkflowTemplate's spec, or None if unknown here.
+TemplateLookup = Callable[[str, str, bool], "Mapping[str, Any] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The table and policy, and three functions: `parse_text` reads YAML in objects,
+    `lookup` finds a WorkflowTemplate's spec, `verify_approval` checks an approval token's
+    signature. The core thus imports no YAML or crypto library, holds no key and reads no
+    cluster."""
+
+    table: PriceTable
+    policy: Policy
+    parse_text: ParseText | None = None
+    lookup: TemplateLookup | None = None
+    verify_approval: ApprovalVerifier | None = None
+
+
+class Extractor(Protocol):
+    """Reads one kind of object into the GPU workload it runs: None when it asks for no GPU.
+    Raises ObjectError for an object that cannot be read as written."""
+
+    def __call__(self, request: Request, config: Config, /) -> Workload | None: ...
