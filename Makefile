@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/costgate serve
 
-## test: lint, import contracts and the test suite
+## test: lint, strict types, import contracts and the test suite
 test: $(STAMP)
 	$(BIN)/ruff check webhook tests bench
 	$(BIN)/ruff format --check webhook tests bench
+	$(BIN)/mypy --strict webhook
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+	$(BIN)/python bench/run.py --quick
 
 ## bench: the benchmarks (needs wrk and taskset for the server part)
 bench: $(STAMP)

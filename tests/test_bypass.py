@@ -55,7 +55,7 @@ import yaml
 from tests.conftest import REPO, capture, patched, policy_with, response_of
 from tests.test_quotas import answer, gpu_pod, service_for
 from webhook.approvals import KeyPair, Keyring, keygen, mint
-from webhook.core.engine import holding
+from webhook.core.holding import holding
 from webhook.service import AdmissionService, Endpoint
 from webhook.tables import load_config
 

@@ -15,7 +15,7 @@ from tests.conftest import policy_with
 from tests.fakeapi import FakeApiServer
 from tests.test_quotas import H100, T4, gpu_pod, review
 from webhook.core.engine import Config
-from webhook.core.quota import BudgetCharge
+from webhook.core.usage import BudgetCharge
 from webhook.service import AdmissionService
 from webhook.state import State
 from webhook.state.cluster import cluster_state

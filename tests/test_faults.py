@@ -38,7 +38,7 @@ from tests.fakeapi import FakeApiServer
 from tests.test_cluster_state import eventually
 from tests.test_server import Server, _start, _stop
 from webhook.core.engine import Config
-from webhook.core.quota import BudgetCharge
+from webhook.core.usage import BudgetCharge
 from webhook.settings import Settings
 from webhook.state.cluster import cluster_state
 from webhook.state.ledger import ConfigMapLedger

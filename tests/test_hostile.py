@@ -309,7 +309,7 @@ ROUTED = {
 
 def test_the_seeds_cover_every_kind_the_engine_routes() -> None:
     """The fuzz starts from a review of each kind `evaluate` has an extractor for."""
-    from webhook.core.engine import _EXTRACTORS
+    from webhook.core.extract.kinds import EXTRACTORS as _EXTRACTORS
 
     assert set(_EXTRACTORS) <= ROUTED
 

@@ -10,8 +10,9 @@ import pytest
 
 from tests.conftest import gpu_product_affinity, policy_with
 from tests.core.builders import pod, request
-from webhook.core.engine import Config, evaluate, holding
-from webhook.core.quota import BudgetCharge
+from webhook.core.engine import Config, evaluate
+from webhook.core.holding import holding
+from webhook.core.usage import BudgetCharge
 from webhook.service import AdmissionService
 from webhook.state import memory_state
 from webhook.state.ledger import reconciled, spent_in, with_charge

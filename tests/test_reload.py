@@ -227,7 +227,7 @@ def test_a_corrupted_ledger_document_starts_over_rather_than_failing() -> None:
     from kubernetes import client
 
     from tests.fakeapi import FakeApiServer
-    from webhook.core.quota import BudgetCharge
+    from webhook.core.usage import BudgetCharge
     from webhook.state.ledger import ConfigMapLedger
 
     with FakeApiServer() as api:

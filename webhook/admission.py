@@ -15,12 +15,26 @@ from typing import Any
 import orjson
 
 from .core import messages
-from .core.types import Decision, Request
+from .core.patch import Mutation
+from .core.types import Operation, Request
+from .core.verdict import Decision
 
-__all__ = ["ReviewError", "error_review", "parse_review", "recover_uid", "response_review"]
+__all__ = [
+    "ReviewError",
+    "error_review",
+    "mutate_review",
+    "parse_review",
+    "recover_uid",
+    "validate_review",
+]
 
 API_VERSION = "admission.k8s.io/v1"
-_OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+_OPERATIONS: dict[str, Operation] = {
+    "CREATE": "CREATE",
+    "UPDATE": "UPDATE",
+    "DELETE": "DELETE",
+    "CONNECT": "CONNECT",
+}
 _UID = re.compile(rb'"uid"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
 _UID_SCAN_BYTES = 64 * 1024
 # "large numbers of warnings may be truncated" (AdmissionResponse.warnings): the first ones
@@ -97,14 +111,14 @@ def parse_review(body: bytes) -> Request:
     groups = user.get("groups")
     if groups is None:
         groups = []
-    elif type(groups) is not list or not all(type(g) is str for g in groups):
+    elif type(groups) is not list or not set(map(type, groups)) <= {str}:
         raise ReviewError("request.userInfo.groups must be a list of strings", uid)
     dry_run = request.get("dryRun") or False
     if type(dry_run) is not bool:
         raise ReviewError(messages.wrong_type("request.dryRun", "bool", dry_run), uid)
     return Request(
         uid=uid,
-        operation=operation,
+        operation=_OPERATIONS[operation],
         group=_str(kind.get("group"), "request.kind.group", uid),
         kind=_str(kind.get("kind"), "request.kind.kind", uid),
         namespace=_str(request.get("namespace"), "request.namespace", uid),
@@ -123,33 +137,47 @@ def _review(response: dict[str, Any]) -> bytes:
     )
 
 
-def response_review(
-    uid: str,
-    decision: Decision,
-    *,
-    patch: Sequence[dict[str, Any]] = (),
-    warnings: bool = True,
-    audit: bool = True,
-) -> bytes:
-    """The AdmissionReview answer for a decision, with its JSONPatch when there is one."""
+def _status(code: int, message: str, default: str) -> dict[str, Any]:
+    return {"code": code, "reason": _STATUS_REASONS.get(code, default), "message": message}
+
+
+def _warnings(warnings: Sequence[str]) -> list[str]:
+    shown = list(warnings[:_MAX_WARNINGS])
+    if len(warnings) > _MAX_WARNINGS:
+        shown.append(messages.more_warnings(len(warnings) - _MAX_WARNINGS))
+    return shown
+
+
+def validate_review(uid: str, decision: Decision) -> bytes:
+    """The validating webhook's answer: allowed or denied, with warnings and audit
+    annotations."""
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
     if not decision.allowed:
-        code = decision.status_code
-        response["status"] = {
-            "code": code,
-            "reason": _STATUS_REASONS.get(code, "Forbidden"),
-            "message": messages.denial(decision.reasons),
-        }
-    if patch:
-        response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
-    if warnings and decision.warnings:
-        shown = list(decision.warnings[:_MAX_WARNINGS])
-        if len(decision.warnings) > _MAX_WARNINGS:
-            shown.append(messages.more_warnings(len(decision.warnings) - _MAX_WARNINGS))
-        response["warnings"] = shown
-    if audit and decision.audit:
+        response["status"] = _status(decision.status_code, decision.denial, "Forbidden")
+    if decision.warnings:
+        response["warnings"] = _warnings(decision.warnings)
+    if decision.audit:
         response["auditAnnotations"] = dict(decision.audit)
+    return _review(response)
+
+
+def mutate_review(uid: str, mutation: Mutation) -> bytes:
+    """The mutating webhook's answer: its JSONPatch, or the refusal of an object it cannot
+    read. Warnings and audit annotations are the validating webhook's to give, once."""
+    refusal = mutation.refusal
+    if refusal is not None:
+        response: dict[str, Any] = {
+            "uid": uid,
+            "allowed": False,
+            "status": _status(refusal.status_code, refusal.denial, "Forbidden"),
+        }
+        if refusal.warnings:
+            response["warnings"] = _warnings(refusal.warnings)
+        return _review(response)
+    response = {"uid": uid, "allowed": True}
+    if mutation.ops:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(mutation.ops)).decode("ascii")
     return _review(response)
 
 
@@ -159,9 +187,5 @@ def error_review(uid: str, message: str, *, status: int, allowed: bool = False) 
     if allowed:
         response["warnings"] = [messages.warning(message)]
     else:
-        response["status"] = {
-            "code": status,
-            "reason": _STATUS_REASONS.get(status, "BadRequest"),
-            "message": message,
-        }
+        response["status"] = _status(status, message, "BadRequest")
     return _review(response)

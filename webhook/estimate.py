@@ -17,7 +17,8 @@ import yaml
 from .core import messages
 from .core.config import TemplateLookup
 from .core.engine import Config, evaluate
-from .core.types import ANNOTATION_APPROVAL, Decision, Request
+from .core.types import ANNOTATION_APPROVAL, Request
+from .core.verdict import Decision
 
 __all__ = [
     "ManifestError",
@@ -67,8 +68,14 @@ def read_manifests(stream: BinaryIO, origin: str) -> list[dict[str, Any]]:
     return objects
 
 
+def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object's metadata; empty when it has none, or none that is a mapping."""
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def _request(obj: dict[str, Any], namespace: str) -> Request:
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    metadata = _metadata(obj)
     api_version = str(obj["apiVersion"])
     return Request(
         uid="offline",
@@ -102,7 +109,7 @@ def _row(request: Request, decision: Decision) -> dict[str, Any]:
         "deadline_seconds": decision.deadline,
         "breakdown": [
             {
-                "count": line.count,
+                "count": line.units,
                 "gpu_type": line.gpu_type,
                 "label": line.label,
                 "usd_per_hour": round(line.usd_per_hour, 4),
@@ -125,7 +132,7 @@ def template_lookup(objects: Iterable[dict[str, Any]], namespace: str) -> Templa
         cluster = _TEMPLATE_KINDS.get(str(obj.get("kind")))
         if cluster is None or not str(obj.get("apiVersion", "")).startswith("argoproj.io/"):
             continue
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        metadata = _metadata(obj)
         scope = "" if cluster else str(metadata.get("namespace") or namespace)
         specs[(scope, str(metadata.get("name") or ""), cluster)] = obj.get("spec")
 

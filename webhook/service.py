@@ -1,6 +1,7 @@
 """One admission review, end to end: bytes in, bytes out, never an exception.
 
-    body -> parse -> evaluate (core) -> patch (mutate) -> AdmissionReview bytes
+    body -> parse -> evaluate (core) -> Decision -> record (validate) -> AdmissionReview bytes
+                                               -> Mutation (mutate)  -> AdmissionReview bytes
 
 This is the seam where errors map to answers: an unreadable review becomes a 400 answer
 carrying its uid (or, with no uid, an HTTP 400 with a JSON error); an unexpected exception
@@ -19,12 +20,12 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import orjson
 
-from .admission import ReviewError, error_review, parse_review, response_review
+from .admission import ReviewError, error_review, mutate_review, parse_review, validate_review
 from .core import messages
-from .core.engine import Config, evaluate, handles
-from .core.patch import patch_ops
-from .core.quota import over_budget_now, refused
-from .core.types import Decision, Reason, Request
+from .core.engine import Config, evaluate, handles, mutate
+from .core.rules.limits import over_budget_now
+from .core.types import Reason, Request
+from .core.verdict import Decision, refused, with_warning
 
 if TYPE_CHECKING:
     from .state import State
@@ -34,10 +35,6 @@ __all__ = ["AdmissionService", "Answer", "Endpoint", "Observer"]
 log = logging.getLogger("costgate.service")
 
 Endpoint = Literal["mutate", "validate"]
-
-# Input the mutating webhook cannot turn into a patch. Policy denials (labels, price, quota)
-# are the validating webhook's: it sees the object after every mutation.
-_MUTATE_DENIES = frozenset({"invalid-request", "invalid-gpu-request", "invalid-runtime"})
 
 # The longest an admitted review waits for its ledger write, queueing for a thread included.
 # Each write is bounded (ConfigMapLedger's deadline), but when the API server is slow they
@@ -64,12 +61,6 @@ class Observer(Protocol):
 class _NoObserver:
     def observe(self, endpoint: str, answer: Answer, seconds: float) -> None:
         return None
-
-
-def _outcome(decision: Decision) -> str:
-    if decision.reasons:
-        return "deny" if not decision.allowed else "warn"
-    return "allow" if decision.priced else "skip"
 
 
 class AdmissionService:
@@ -140,9 +131,10 @@ class AdmissionService:
         try:
             config = self._config()
             now = self._clock()
-            decision = evaluate(request, config=config, now=now, state=self.state)
             if endpoint == "mutate":
-                return self._mutate(request.uid, request.obj, kind, decision)
+                answer = mutate(request, config=config, now=now, state=self.state)
+                return Answer(200, mutate_review(request.uid, answer), kind, answer.outcome)
+            decision = evaluate(request, config=config, now=now, state=self.state)
             if self.state is not None and decision.allowed and decision.usage is not None:
                 if not self.state.ready() and _limited(decision, config):
                     decision = _unavailable(
@@ -150,8 +142,8 @@ class AdmissionService:
                     )
                 elif not request.dry_run:  # a dry run is never charged
                     return _Admitted(self, request, kind, decision, config, now)
-            payload = response_review(request.uid, decision)
-            return Answer(200, payload, kind, _outcome(decision), decision, request)
+            payload = validate_review(request.uid, decision)
+            return Answer(200, payload, kind, decision.outcome, decision, request)
         except Exception:
             return self._internal_error(request, kind, endpoint, config)
 
@@ -175,14 +167,6 @@ class AdmissionService:
         )
         return Answer(200, payload, kind, "error", None, request)
 
-    def _mutate(self, uid: str, obj: dict, kind: str, decision: Decision) -> Answer:
-        if not decision.allowed and any(r.code in _MUTATE_DENIES for r in decision.reasons):
-            return Answer(200, response_review(uid, decision, audit=False), kind, "deny")
-        ops = patch_ops(decision, obj) if decision.allowed else []
-        allowed = decision if decision.allowed else Decision(allowed=True)
-        payload = response_review(uid, allowed, patch=ops, warnings=False, audit=False)
-        return Answer(200, payload, kind, "patch" if ops else "skip")
-
     @staticmethod
     def unreadable(exc: ReviewError) -> Answer:
         """The answer to a body that is not a usable review."""
@@ -201,7 +185,7 @@ def _unavailable(decision: Decision, config: Config, detail: str) -> Decision:
     """The policy's answer when quotas or budgets apply but the state cannot be used."""
     if config.policy.on_state_unavailable == "allow":
         note = messages.warning(messages.state_unavailable(detail) + " (allowed by policy)")
-        return decision._replace(warnings=(*decision.warnings, note), charge=None)
+        return with_warning(decision, note)
     return refused(decision, Reason("state-unavailable", messages.state_unavailable(detail)))
 
 
@@ -234,8 +218,10 @@ class _Admitted(NamedTuple):
                 if decision.allowed:  # allowed unrecorded: the quota still holds it
                     state.record(uid, decision, self.now)
             elif result is not None and not result.ok:
-                decision = refused(decision, over_budget_now(decision, result.spent))
-            payload = response_review(request.uid, decision)
-            return Answer(200, payload, self.kind, _outcome(decision), decision, request)
+                charge, workload = decision.charge, decision.workload
+                assert charge is not None and workload is not None  # only a charge is refused
+                decision = refused(decision, over_budget_now(charge, workload, result.spent))
+            payload = validate_review(request.uid, decision)
+            return Answer(200, payload, self.kind, decision.outcome, decision, request)
         except Exception:
             return self.service._internal_error(request, self.kind, "validate", self.config)

@@ -6,20 +6,21 @@ A bad file is refused with a message naming the file and the field, e.g.
 
 from __future__ import annotations
 
-import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
 from .core.catalog import GpuType, PriceTable, ResourceRule, normalize_label_value
-from .core.engine import Config
+from .core.config import Config
 from .core.policy import NamespacePolicy, Policy, TrustedController
 from .core.quantities import parse_duration
-from .core.quota import Budget, Quota
 from .core.types import ApprovalVerifier
+from .core.usage import Budget, Quota
+from .embedded_yaml import parse_embedded_yaml
+from .table_schema import _Budget, _NamespaceRules, _Policy, _Pricing, _Quota
 
 __all__ = [
     "BUNDLED_POLICY",
@@ -40,172 +41,6 @@ BUNDLED_POLICY = _DEFAULTS / "policy.yaml"
 
 class TableError(ValueError):
     """A pricing or policy file that cannot be used; the message names file and field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-_GPU_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-
-
-class _Gpu(_Strict):
-    name: str
-    resource: str
-    usd_per_hour: Annotated[float, Field(gt=0, lt=10_000)]
-    source: Annotated[str, Field(min_length=1)]
-    source_url: str = ""
-    as_of: str
-    aliases: dict[str, list[str]] = {}
-
-    @field_validator("as_of", mode="before")
-    @classmethod
-    def _date(cls, value: object) -> str:
-        text = str(value)
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            raise ValueError("must be a date YYYY-MM-DD")
-        return text
-
-
-class _Resource(_Strict):
-    fraction: str | float = 1.0
-    of: list[str] = []
-    like: str = ""
-
-    @field_validator("fraction")
-    @classmethod
-    def _fraction(cls, value: str | float) -> str | float:
-        try:
-            number = Fraction(str(value))
-        except (ValueError, ZeroDivisionError):
-            raise ValueError("must be a number or a fraction such as 1/7") from None
-        if not 0 < number <= 1:
-            raise ValueError("must be more than 0 and at most 1")
-        return value
-
-
-class _Instance(_Strict):
-    gpu: str
-    count: Annotated[int, Field(ge=1, le=64)]
-    usd_per_hour: Annotated[float, Field(gt=0)] | None = None
-
-
-class _Pricing(_Strict):
-    version: Literal[1]
-    currency: Literal["USD"]
-    basis: str = ""
-    label_keys: list[str]
-    instance_type_label_keys: list[str] = []
-    resources: dict[str, _Resource]
-    gpus: dict[str, _Gpu]
-    instance_types: dict[str, _Instance] = {}
-
-    @model_validator(mode="after")
-    def _references(self) -> _Pricing:
-        if not self.gpus:
-            raise ValueError("gpus: the table lists no GPU type")
-        for gpu_id, gpu in self.gpus.items():
-            if not _GPU_ID.fullmatch(gpu_id):
-                raise ValueError(f"gpus.{gpu_id}: ids are lowercase letters, digits and '-'")
-            if gpu.resource not in self.resources:
-                raise ValueError(f"gpus.{gpu_id}.resource: {gpu.resource} is not in resources")
-            for key in gpu.aliases:
-                if key not in self.label_keys:
-                    raise ValueError(f"gpus.{gpu_id}.aliases: {key} is not in label_keys")
-        for name, rule in self.resources.items():
-            for gpu_id in rule.of:
-                if gpu_id not in self.gpus:
-                    raise ValueError(f"resources.{name}.of: unknown GPU {gpu_id}")
-            if rule.like and rule.like not in self.resources:
-                raise ValueError(f"resources.{name}.like: {rule.like} is not in resources")
-        for name, instance in self.instance_types.items():
-            if instance.gpu not in self.gpus:
-                raise ValueError(f"instance_types.{name}.gpu: unknown GPU {instance.gpu}")
-        return self
-
-
-_Duration = Annotated[str, Field(min_length=1)]
-_Gpus = Annotated[float, Field(ge=0)]
-_Usd = Annotated[float, Field(ge=0)]
-
-
-class _Quota(_Strict):
-    max_gpus: _Gpus | None = None
-    max_gpus_by_type: dict[str, _Gpus] = {}
-    max_committed_usd: _Usd | None = None
-
-    def build(self) -> Quota:
-        return Quota(
-            self.max_gpus, tuple(sorted(self.max_gpus_by_type.items())), self.max_committed_usd
-        )
-
-
-class _Budget(_Strict):
-    usd: _Usd | None = None  # each experiment's budget
-    period: Literal["lifetime", "month"] = "lifetime"
-    experiments: dict[str, _Usd] = {}  # experiments with their own budget
-
-    def build(self) -> Budget:
-        return Budget(self.usd, self.period, tuple(sorted(self.experiments.items())))
-
-
-class _NamespaceRules(_Strict):
-    required_labels: list[str] | None = None
-    default_runtime: _Duration | None = None
-    max_runtime: _Duration | None = None
-    threshold_usd: Annotated[float, Field(ge=0)] | None = None
-    serving_threshold_usd_per_month: Annotated[float, Field(ge=0)] | None = None
-    unknown_gpu: Literal["most-expensive", "deny"] | None = None
-    mode: Literal["enforce", "warn"] | None = None
-    max_gpus_per_pod: Annotated[int, Field(ge=1)] | None = None
-    unresolved_templates: Literal["deny", "warn"] | None = None
-    over_threshold: Literal["require-approval", "deny"] | None = None
-    approvers: list[str] | None = None  # approver names, key ids, or group:<name>
-    max_approval_usd: Annotated[float, Field(gt=0)] | None = None
-    allowed_gpu_types: list[str] | None = None
-    quota: _Quota | None = None
-    owner_quota: _Quota | None = None
-    owners: dict[str, _Quota] | None = None
-    budget: _Budget | None = None
-    quota_warning_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
-    gpu_type_annotation: Literal["trusted", "checked"] | None = None
-
-    @field_validator(
-        "default_runtime", "max_runtime", "approval_clock_skew", mode="before", check_fields=False
-    )
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        if value is not None and parse_duration(str(value)) is None:
-            raise ValueError("must be a duration such as 90m, 12h, 7d or 3600")
-        return None if value is None else str(value)
-
-    @field_validator("required_labels")
-    @classmethod
-    def _labels(cls, value: list[str] | None) -> list[str] | None:
-        for key in value or ():
-            if not re.fullmatch(r"([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", key):
-                raise ValueError(f"{key!r} is not a label key")
-        return value
-
-
-class _Controller(_Strict):
-    kind: str
-    api_group: str
-    role: Literal["priced", "serving"]
-    users: list[str]
-    creates: list[str] = ["Pod"]
-
-
-class _Policy(_NamespaceRules):
-    version: Literal[1]
-    on_internal_error: Literal["deny", "allow"] = "deny"
-    on_state_unavailable: Literal["deny", "allow"] = "deny"
-    hours_per_month: Annotated[float, Field(gt=0, le=744)] = 730.0
-    approval_clock_skew: _Duration = "60s"
-    approver_groups: dict[str, list[str]] = {}
-    exempt_namespaces: list[str] = []
-    controllers: list[_Controller] = []
-    namespaces: dict[str, _NamespaceRules] = {}
 
 
 def _read(path: Path, what: str) -> object:
@@ -274,6 +109,16 @@ def parse_pricing(data: object, origin: str = "pricing") -> PriceTable:
     )
 
 
+def _quota(rules: _Quota) -> Quota:
+    return Quota(
+        rules.max_gpus, tuple(sorted(rules.max_gpus_by_type.items())), rules.max_committed_usd
+    )
+
+
+def _budget(rules: _Budget) -> Budget:
+    return Budget(rules.usd, rules.period, tuple(sorted(rules.experiments.items())))
+
+
 def _approvers(names: list[str] | None, groups: dict[str, list[str]], where: str) -> frozenset[str]:
     found: set[str] = set()
     for name in names or ():
@@ -319,12 +164,12 @@ def _namespace_policy(
         allowed_gpu_types=base.allowed_gpu_types
         if rules.allowed_gpu_types is None
         else frozenset(rules.allowed_gpu_types),
-        quota=base.quota if rules.quota is None else rules.quota.build(),
-        owner_quota=base.owner_quota if rules.owner_quota is None else rules.owner_quota.build(),
+        quota=base.quota if rules.quota is None else _quota(rules.quota),
+        owner_quota=base.owner_quota if rules.owner_quota is None else _quota(rules.owner_quota),
         owner_quotas=base.owner_quotas
         if rules.owners is None
-        else {name: q.build() for name, q in rules.owners.items()},
-        budget=base.budget if rules.budget is None else rules.budget.build(),
+        else {name: _quota(q) for name, q in rules.owners.items()},
+        budget=base.budget if rules.budget is None else _budget(rules.budget),
         quota_warning_ratio=base.quota_warning_ratio
         if rules.quota_warning_ratio is None
         else rules.quota_warning_ratio,
@@ -360,33 +205,6 @@ def parse_policy(data: object, origin: str = "policy") -> Policy:
     )
 
 
-class _EmbeddedYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe YAML from users' objects: libyaml where installed (the pure-Python parser takes
-    ~10 s a megabyte, on the admission path), and no aliases or merge keys: a few hundred
-    bytes of nested aliases expand to a billion nodes (billion laughs)."""
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        if node in self.constructed_objects:  # a second reference: an alias
-            raise yaml.constructor.ConstructorError(
-                None, None, "anchors and aliases are not read", node.start_mark
-            )
-        return super().construct_object(node, deep)
-
-    def flatten_mapping(self, node: yaml.MappingNode) -> None:
-        # merging copies the merged keys before anything is constructed: nested `<<` of
-        # aliases grow tenfold a level with nothing constructed twice
-        if any(key.tag == "tag:yaml.org,2002:merge" for key, _ in node.value):
-            raise yaml.constructor.ConstructorError(
-                None, None, "merge keys (<<) are not read", node.start_mark
-            )
-        super().flatten_mapping(node)
-
-
-def _yaml_text(text: str) -> Any:
-    """YAML embedded in objects (Argo podSpecPatch), parsed for the core."""
-    return yaml.load(text, Loader=_EmbeddedYamlLoader)
-
-
 def load_config(
     pricing: Path | None = None,
     policy: Path | None = None,
@@ -397,7 +215,7 @@ def load_config(
     loaded = load_policy(policy)
     check_gpu_names(loaded, table)
     return Config(
-        table=table, policy=loaded, parse_text=_yaml_text, verify_approval=verify_approval
+        table=table, policy=loaded, parse_text=parse_embedded_yaml, verify_approval=verify_approval
     )
 
 

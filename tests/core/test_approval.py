@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.core.approval import same_person
+from webhook.core.rules.approval import same_person
 
 SAME = [
     ("a plain user name", "alice", "alice"),

@@ -6,7 +6,8 @@ import pytest
 
 from tests.conftest import policy_with
 from tests.core.builders import pod
-from webhook.core.engine import Config, holding
+from webhook.core.config import Config
+from webhook.core.holding import holding
 
 ANNOTATED_T4 = {"costgate.io/gpu-type": "t4"}
 

@@ -97,7 +97,7 @@ def test_effective_gpu_request(obj, expected, table, policy) -> None:
         assert found is None
     else:
         assert found is not None
-        assert {g.resource: g.count for g in found} == expected
+        assert {g.resource: g.units for g in found} == expected
 
 
 def test_the_captured_sidecar_pod_reads_as_the_scheduler_would(table, policy) -> None:
@@ -106,7 +106,7 @@ def test_the_captured_sidecar_pod_reads_as_the_scheduler_would(table, policy) ->
         capture_request("validate-pod-create-sidecar-init"), Config(table, policy)
     )
     assert workload is not None
-    assert {g.resource: g.count for g in workload.pods[0].gpus} == {GPU: 4, MIG: 1}
+    assert {g.resource: g.units for g in workload.pods[0].gpus} == {GPU: 4, MIG: 1}
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ MIG = EstimateLine(1, "h100-80gb/mig-1g.10gb", 6.0 / 7, "h100-80gb", True)
 
 
 def _estimate_warning(estimate: Estimate) -> str:
-    gpus = sum(line.count for line in estimate.lines)  # every line runs at once here
+    gpus = sum(line.units for line in estimate.lines)  # every line runs at once here
     return messages.estimate_warning(estimate, messages.cost(estimate), gpus)
 
 

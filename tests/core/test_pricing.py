@@ -162,7 +162,7 @@ def test_mig_slices_are_priced_as_a_fraction_of_their_parent(table, policy) -> N
     assert line.gpu_type == "a100-80gb"
     assert line.label == "a100-80gb/mig-3g.40gb"
     assert line.usd_per_hour == pytest.approx(table.gpus["a100-80gb"].usd_per_hour * 3 / 7)
-    assert line.count == 2
+    assert line.units == 2
 
 
 def test_amd_gpus_never_price_as_nvidia(table, policy) -> None:

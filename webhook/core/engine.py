@@ -1,83 +1,110 @@
 """The one entry point of the decision core: Request -> Decision.
 
+    extract (Workload) -> assess (rules, with the price) -> verdict (Decision)
+
 The server and the CLI both call `evaluate`, so `costgate estimate` and the webhook give the
 same answer by construction. Nothing here does I/O or reads a clock.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from . import messages
 from .config import Config, Extractor
-from .decide import check_labels, decide
-from .extract.job import extract_cronjob, extract_job
-from .extract.pod import extract_pod
+from .decide import assess
+from .extract.kinds import extractor_for, handles
 from .extract.podspec import ObjectError
-from .extract.workflow import (
-    extract_cronworkflow,
-    extract_workflow,
-    extract_workflow_template,
-)
-from .policy import Policy
-from .pricing import price
-from .quota import Usage, UsageView, demand, without
-from .types import (
-    ANNOTATION_ESTIMATED_COST,
-    Decision,
-    Reason,
-    Request,
-    Workload,
-)
+from .patch import Mutation, mutation
+from .rules.context import Context
+from .rules.labels import check_labels
+from .types import ANNOTATION_ESTIMATED_COST, Reason, Request, Workload
+from .usage import UsageView, without
+from .verdict import ALLOW, Decision, Findings, verdict
 
-__all__ = ["Config", "evaluate", "finished", "handles", "holding"]
+__all__ = ["Config", "context_for", "evaluate", "handles", "mutate"]
+
+_NOTHING = ALLOW.findings  # nothing to price or refuse: the answer is ALLOW
+_UNCHANGED = Mutation()
 
 
-
-_EXTRACTORS: dict[tuple[str, str], Extractor] = {
-    ("", "Pod"): extract_pod,
-    ("batch", "Job"): extract_job,
-    ("batch", "CronJob"): extract_cronjob,
-    ("argoproj.io", "Workflow"): extract_workflow,
-    ("argoproj.io", "CronWorkflow"): extract_cronworkflow,
-    ("argoproj.io", "WorkflowTemplate"): extract_workflow_template,
-    ("argoproj.io", "ClusterWorkflowTemplate"): extract_workflow_template,
-}
-
-_ALLOW = Decision(allowed=True)
-
-
-def handles(group: str, kind: str) -> bool:
-    return (group, kind) in _EXTRACTORS
-
-
-def _extract(extractor: Extractor, request: Request, config: Config) -> Workload | None:
-    return extractor(request, config)
-
-
-def _decide(
+def context_for(
     workload: Workload,
     config: Config,
-    now: float,
+    *,
+    now: float = 0.0,
     state: UsageView | None = None,
     requester: str = "",
-) -> Decision:
-    return decide(
+) -> Context:
+    """The rules' view of one workload: its namespace's policy and what it is compared with."""
+    policy = config.policy
+    return Context(  # positional, in field order: once per GPU review
         workload,
-        table=config.table,
-        policy=config.policy.for_namespace(workload.namespace),
-        hours_per_month=config.policy.hours_per_month,
-        verify=config.verify_approval,
-        now=now,
-        skew=config.policy.approval_clock_skew_seconds,
-        state=state,
-        requester=requester,
+        policy.for_namespace(workload.namespace),
+        config.table,
+        policy.hours_per_month,
+        config.verify_approval,
+        now,
+        policy.approval_clock_skew_seconds,
+        requester,
+        state,
     )
 
 
-def _labels_kept(request: Request, workload: Workload, config: Config) -> Decision:
+def evaluate(
+    request: Request, *, config: Config, now: float = 0.0, state: UsageView | None = None
+) -> Decision:
+    """The decision for one admission request (or one manifest, from the CLI) at Unix time
+    `now` (which approvals' expiry and budget months read), against the current use `state`
+    (None: quotas and budgets are not checked). The validating webhook's answer."""
+    found = _review(request, config, now, state)
+    return ALLOW if found is _NOTHING else verdict(found)  # most pods ask for no GPU
+
+
+def mutate(
+    request: Request, *, config: Config, now: float = 0.0, state: UsageView | None = None
+) -> Mutation:
+    """The mutating webhook's answer to the same request: the patch that sets the deadline,
+    stamps the estimate and copies attribution, or the refusal of an unreadable object."""
+    found = _review(request, config, now, state)
+    return _UNCHANGED if found is _NOTHING else mutation(found, request.obj)
+
+
+def _review(request: Request, config: Config, now: float, state: UsageView | None) -> Findings:
+    try:
+        return _findings(request, config, now, state)
+    except RecursionError:
+        # Input deeper than Python recurses (orjson reads 1024 levels, the interpreter stops
+        # near 1000) or steps templates nested a hundred deep (read, then priced, by
+        # recursion): the sender's to fix, not an internal error.
+        reason = Reason("invalid-request", messages.nested_too_deep())
+        return Findings(refusals=(reason,), status_code=400)
+
+
+def _findings(request: Request, config: Config, now: float, state: UsageView | None) -> Findings:
+    extractor = extractor_for(request.group, request.kind)
+    if extractor is None or request.namespace in config.policy.exempt_namespaces:
+        return _NOTHING
+    if request.operation not in ("CREATE", "UPDATE"):
+        return _NOTHING
+    if request.operation == "UPDATE" and config.policy.is_controller(request.username):
+        return _NOTHING  # status writes of the workflow and job controllers: answer at once
+    try:
+        workload = extractor(request, config)
+    except ObjectError as exc:
+        return Findings(refusals=(exc.reason,), status_code=400)
+    if workload is None:
+        return _NOTHING
+    if request.operation == "UPDATE":
+        kept = _stamp_to_keep(request)
+        return _update(request, workload, extractor, config, now, state)._replace(kept_stamp=kept)
+    if workload.workload_class == "controlled":
+        return Findings(workload=workload, audit={"priced-with": "owner"})
+    return assess(context_for(workload, config, now=now, state=state, requester=request.username))
+
+
+def _labels_kept(request: Request, workload: Workload, config: Config) -> Findings:
     """An update may not strip the attribution an object had."""
     policy = config.policy.for_namespace(workload.namespace)
     old_metadata = request.old_obj.get("metadata") if request.old_obj else None
@@ -85,12 +112,11 @@ def _labels_kept(request: Request, workload: Workload, config: Config) -> Decisi
     if not isinstance(old_labels, dict) or not all(
         old_labels.get(key) for key in policy.required_labels
     ):
-        return _ALLOW  # created before costgate, or never attributed: nothing to protect
-    reasons = tuple(check_labels(workload, policy))
+        return _NOTHING  # created before costgate, or never attributed: nothing to protect
+    reasons = check_labels(workload, policy)
     if not reasons:
-        return _ALLOW
-    enforce = policy.mode == "enforce"
-    return Decision(allowed=not enforce, reasons=reasons, workload=workload, mode=policy.mode)
+        return _NOTHING
+    return Findings(workload=workload, mode=policy.mode, reasons=reasons)
 
 
 def _update(
@@ -100,7 +126,7 @@ def _update(
     config: Config,
     now: float,
     state: UsageView | None,
-) -> Decision:
+) -> Findings:
     """Updates are priced again only when they can raise the cost.
 
     A Pod's GPUs cannot change after creation and its deadline can only shrink (API
@@ -111,41 +137,37 @@ def _update(
     if request.kind == "Pod" or request.old_obj is None:
         return _labels_kept(request, workload, config)
     try:
-        old = _extract(extractor, request._replace(obj=request.old_obj, old_obj=None), config)
+        old = extractor(request._replace(obj=request.old_obj, old_obj=None), config)
     except (ObjectError, RecursionError):
         old = None
-    old_decision = _decide(old, config, now) if old is not None else None
+    before = verdict(assess(context_for(old, config, now=now))) if old is not None else None
     # quotas and budgets already hold the old version: measure the new one against the rest
-    old_usage = old_decision.usage if old_decision is not None else None
-    new_decision = _decide(
-        workload,
-        config,
-        now,
-        without(state, old_usage) if state is not None else None,
-        request.username,
-    )
-    if old_usage is not None and new_decision.charge is not None:
+    held = before.usage if before is not None else None
+    rest = without(state, held) if state is not None else None
+    found = assess(context_for(workload, config, now=now, state=rest, requester=request.username))
+    if held is not None and found.charge is not None:
         # the budget holds the old estimate already: charge what the update adds
-        added = max(0.0, new_decision.charge.usd - old_usage.usd)
-        new_decision = new_decision._replace(charge=new_decision.charge._replace(usd=added))
-    if old_decision is None or new_decision.estimate is None:
-        return new_decision
-    if new_decision.deadline is not None and new_decision.deadline != workload.existing_deadline:
-        return new_decision  # a deadline raised past the declaration: lowered back (mutate)
-    if old_decision.estimate is None or new_decision.estimate.usd > old_decision.estimate.usd:
-        return new_decision
+        added = max(0.0, found.charge.usd - held.usd)
+        found = found._replace(charge=found.charge._replace(usd=added))
+    after = verdict(found)
+    if before is None or after.estimate is None:
+        return found
+    if after.deadline is not None and after.deadline != workload.existing_deadline:
+        return found  # a deadline raised past the declaration: lowered back (mutate)
+    if before.estimate is None or after.estimate.usd > before.estimate.usd:
+        return found
     kept = _labels_kept(request, workload, config)
-    runtime = new_decision.runtime_seconds
+    runtime = after.runtime_seconds
     if (
-        kept.allowed
-        and new_decision.mode == "enforce"
+        not kept.reasons
+        and after.mode == "enforce"
         and runtime is not None
         and workload.existing_deadline is not None
         and workload.existing_deadline > runtime
     ):
         # The estimate is capped at the declared runtime, so a deadline raised past it
         # costs nothing on paper; it is lowered back rather than left to run on.
-        return kept._replace(workload=workload, deadline=runtime, mode="enforce")
+        return Findings(workload=workload, deadline=runtime)
     return kept
 
 
@@ -155,132 +177,12 @@ def _stamp(obj: Mapping[str, Any] | None) -> Any:
     return annotations.get(ANNOTATION_ESTIMATED_COST) if isinstance(annotations, dict) else None
 
 
-def _stamp_kept(request: Request, decision: Decision) -> Decision:
+def _stamp_to_keep(request: Request) -> str | None:
     """An update may not drop or edit the estimate stamp: it is how `holding` knows costgate
     priced the object, so that an ownerReference naming a trusted controller (anyone can
-    write one, and add it later) does not hide the object from quotas. The mutating
-    webhook writes it back."""
+    write one, and add it later) does not hide the object from quotas. The mutating webhook
+    writes it back (unless the update is priced again and stamped anew)."""
     old = _stamp(request.old_obj)
-    if decision.stamp is not None or not decision.allowed or type(old) is not str:
-        return decision
-    if _stamp(request.obj) == old:
-        return decision
-    return decision._replace(stamp=old)
-
-
-def evaluate(
-    request: Request, *, config: Config, now: float = 0.0, state: UsageView | None = None
-) -> Decision:
-    """The decision for one admission request (or one manifest, from the CLI) at Unix time
-    `now` (which approvals' expiry and budget months read), against the current use `state`
-    (None: quotas and budgets are not checked)."""
-    try:
-        return _evaluate(request, config, now, state)
-    except RecursionError:
-        # Input deeper than Python recurses (orjson reads 1024 levels, the interpreter stops
-        # near 1000) or steps templates nested a hundred deep (read, then priced, by
-        # recursion): the sender's to fix, not an internal error.
-        reason = Reason("invalid-request", messages.nested_too_deep())
-        return Decision(allowed=False, reasons=(reason,), status_code=400)
-
-
-def _evaluate(request: Request, config: Config, now: float, state: UsageView | None) -> Decision:
-    extractor = _EXTRACTORS.get((request.group, request.kind))
-    if extractor is None or request.namespace in config.policy.exempt_namespaces:
-        return _ALLOW
-    if request.operation not in ("CREATE", "UPDATE"):
-        return _ALLOW
-    if request.operation == "UPDATE" and config.policy.is_controller(request.username):
-        return _ALLOW  # status writes of the workflow and job controllers: answer at once
-    try:
-        workload = _extract(extractor, request, config)
-    except ObjectError as exc:
-        return Decision(allowed=False, reasons=(exc.reason,), status_code=400)
-    if workload is None:
-        return _ALLOW
-    if request.operation == "UPDATE":
-        return _stamp_kept(request, _update(request, workload, extractor, config, now, state))
-    if workload.workload_class == "controlled":
-        return Decision(
-            allowed=True, workload=workload, audit={"decision": "allow", "priced-with": "owner"}
-        )
-    return _decide(workload, config, now, state, request.username)
-
-
-# Kinds that hold GPUs while they run. Cron* and templates only make them.
-_RUNNING_KINDS = frozenset({("", "Pod"), ("batch", "Job"), ("argoproj.io", "Workflow")})
-_DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
-
-
-def finished(kind: str, obj: Mapping[str, Any]) -> bool:
-    """Whether a Pod, Job or Workflow has stopped holding its GPUs."""
-    status = obj.get("status")
-    if not isinstance(status, dict):
-        return False
-    if kind == "Job":
-        conditions = status.get("conditions")
-        return isinstance(conditions, list) and any(
-            isinstance(c, dict)
-            and c.get("type") in ("Complete", "Failed")
-            and c.get("status") == "True"
-            for c in conditions
-        )
-    return status.get("phase") in _DONE_PHASES
-
-
-def _creator(metadata: Mapping[str, Any], policy: Policy) -> str:
-    """A user of the trusted controller that owns this object, as the admission saw it."""
-    owners = metadata.get("ownerReferences")
-    if not isinstance(owners, list):
-        return ""
-    for owner in owners:
-        if isinstance(owner, dict) and owner.get("controller"):
-            group = str(owner.get("apiVersion", "")).rpartition("/")[0]
-            for controller in policy.trusted_controllers:
-                if controller.kind == owner.get("kind") and controller.api_group == group:
-                    return next(iter(sorted(controller.users)), "")
-    return ""
-
-
-def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Usage | None:
-    """What a live object in the cluster holds, as quotas count it; None when nothing.
-
-    Pods a trusted controller made for an object costgate priced count with that object,
-    unless costgate stamped an estimate on them: it prices, and stamps, a pod whose owner
-    reference is written by a user, so a spoofed owner does not hide a pod from quotas.
-    The estimate uses the deadline in the spec (which costgate set), not annotations a user
-    can edit later."""
-    if (group, kind) not in _RUNNING_KINDS or finished(kind, obj):
+    if type(old) is not str or _stamp(request.obj) == old:
         return None
-    metadata = obj.get("metadata")
-    if not isinstance(metadata, dict):
-        return None
-    annotations = metadata.get("annotations")
-    stamped = isinstance(annotations, dict) and ANNOTATION_ESTIMATED_COST in annotations
-    # Only a pod counts with its owner, which the watch counts: a Job a CronJob made, or a
-    # Workflow a CronWorkflow made, holds GPUs that nothing else would count.
-    creator = "" if stamped or kind != "Pod" else _creator(metadata, config.policy)
-    request = Request(
-        uid="",
-        operation="CREATE",
-        group=group,
-        kind=kind,
-        namespace=str(metadata.get("namespace", "")),
-        name=str(metadata.get("name", "")),
-        obj=obj,
-        username=creator,
-    )
-    try:
-        workload = _extract(_EXTRACTORS[(group, kind)], request, config)
-    except (ObjectError, RecursionError):
-        return None
-    if workload is None or workload.workload_class == "controlled" or not workload.pods:
-        return None
-    serving = workload.workload_class == "serving"
-    rules = config.policy.for_namespace(workload.namespace)
-    seconds = workload.existing_deadline or rules.default_runtime_seconds
-    hours = config.policy.hours_per_month if serving else seconds / 3600
-    trust = rules.gpu_type_annotation == "trusted"
-    pricing = price(workload, config.table, hours=hours, per_month=serving, trust_annotation=trust)
-    usage = demand(workload, pricing)
-    return None if math.isinf(usage.usd) or math.isinf(usage.gpus) else usage
+    return old

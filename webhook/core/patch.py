@@ -1,5 +1,5 @@
-"""Decision -> the minimal RFC 6902 JSONPatch that applies to the object as the API server
-holds it.
+"""Decision -> the mutating webhook's answer: the minimal RFC 6902 JSONPatch that applies to
+the object as the API server holds it, or a refusal of an object that cannot be read.
 
 Only ops that change something. A missing `metadata.annotations` is created with the stamp
 inside it in one `add`: adding `/metadata/annotations/x` to a Pod without annotations fails
@@ -9,11 +9,45 @@ in the API server ("doc is missing path").
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
-from .types import ANNOTATION_ESTIMATED_COST, Decision
+from .types import ANNOTATION_ESTIMATED_COST, MALFORMED
+from .verdict import Decision, Findings, verdict
 
-__all__ = ["escape", "patch_ops"]
+__all__ = ["Mutation", "escape", "mutation", "patch_ops"]
+
+
+class Mutation(NamedTuple):
+    """What the mutating webhook answers. It refuses only objects it cannot read (it has
+    nothing to patch); policy denials are the validating webhook's, which sees the object
+    after every mutation."""
+
+    ops: tuple[dict[str, Any], ...] = ()
+    refusal: Decision | None = None  # the denial, when the object cannot be read
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def outcome(self) -> Literal["deny", "patch", "skip"]:
+        if self.refusal is not None:
+            return "deny"
+        return "patch" if self.ops else "skip"
+
+
+_UNCHANGED = Mutation()
+
+
+def mutation(found: Findings, obj: Mapping[str, Any]) -> Mutation:
+    """The mutating webhook's answer for what the core found about `obj`."""
+    decision = verdict(found, words=False)  # only a refusal has words to show
+    if decision.allowed:
+        ops = patch_ops(decision, obj)
+        return Mutation(tuple(ops)) if ops else _UNCHANGED
+    if any(reason.code in MALFORMED for reason in decision.reasons):
+        return Mutation(refusal=verdict(found))
+    return _UNCHANGED
 
 
 def escape(token: str) -> str:
@@ -86,11 +120,11 @@ def patch_ops(decision: Decision, obj: Mapping[str, Any]) -> list[dict[str, Any]
         if not isinstance(metadata, Mapping):
             # no metadata at all (a CronJob attributed through its jobTemplate): the `add`
             # below would not apply, so the parent is created with the stamp inside it
-            value = {"annotations": {ANNOTATION_ESTIMATED_COST: decision.stamp}}
-            ops.append({"op": "add", "path": "/metadata", "value": value})
+            created = {"annotations": {ANNOTATION_ESTIMATED_COST: decision.stamp}}
+            ops.append({"op": "add", "path": "/metadata", "value": created})
         elif not isinstance(annotations, Mapping):
-            value = {ANNOTATION_ESTIMATED_COST: decision.stamp}
-            ops.append({"op": "add", "path": "/metadata/annotations", "value": value})
+            stamp = {ANNOTATION_ESTIMATED_COST: decision.stamp}
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": stamp})
         elif annotations.get(ANNOTATION_ESTIMATED_COST) != decision.stamp:
             ops.append({"op": "add", "path": _STAMP_PATH, "value": decision.stamp})
     if workload is not None and (decision.pod_labels or decision.pod_annotations):

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .quota import Budget, Quota
 from .types import Mode
+from .usage import Budget, Quota
 
 _NO_QUOTA = Quota()
 _NO_BUDGET = Budget()
@@ -51,17 +51,19 @@ class NamespacePolicy:
     # trusted: the gpu-type annotation alone names the type; checked: it counts only where a
     # node selector or affinity allows that type (alone, nothing makes the scheduler honour it)
     gpu_type_annotation: Literal["trusted", "checked"] = "trusted"
+    # Whether any quota or budget applies here (else the state store is not read). Derived
+    # once: every GPU review asks.
+    limits_anything: bool = field(init=False, default=False)
 
-    @property
-    def limits_anything(self) -> bool:
-        """Whether any quota or budget applies here (else the state store is not read)."""
-        return (
+    def __post_init__(self) -> None:
+        limited = (
             not self.quota.empty
             or not self.owner_quota.empty
             or bool(self.owner_quotas)
             or self.budget.usd is not None
             or bool(self.budget.experiments)
         )
+        object.__setattr__(self, "limits_anything", limited)
 
     def quota_for_owner(self, owner: str) -> Quota:
         return self.owner_quotas.get(owner, self.owner_quota)

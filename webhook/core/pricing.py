@@ -9,12 +9,14 @@ that node selectors imply but never lower it.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from .catalog import PriceTable
+from .policy import NamespacePolicy
 from .types import INFINITE, Estimate, EstimateLine, GpuRequest, Placement, Workload
+from .usage import EXPERIMENT_LABEL, OWNER_LABEL, Usage
 
-__all__ = ["Pricing", "TypeResolution", "price", "resolve_types"]
+__all__ = ["Pricing", "TypeResolution", "demand", "price", "price_for", "resolve_types"]
 
 
 class TypeResolution(NamedTuple):
@@ -33,6 +35,8 @@ class Pricing(NamedTuple):
     unresolved: bool  # some line was priced by the unknown-gpu rule
     # per pod shape: (GPU type, GPUs) with MIG slices as fractions of their GPU (for quotas)
     shape_gpus: tuple[tuple[tuple[str, float], ...], ...] = ()
+    # some annotation names a type the table lacks, or one the node selectors outprice
+    noted: bool = False
 
 
 def _label_types(
@@ -78,9 +82,10 @@ def resolve_types(placement: Placement, table: PriceTable) -> TypeResolution:
     """The GPU types a placement allows: annotation, nodeSelector, then required affinity.
 
     Pods of one team look alike, so the answer is remembered per table (bounded)."""
-    cached = table.memo.get(placement)
+    cached: TypeResolution | None = table.memo.get(placement)
     if cached is None:
-        cached = table.memo.put(placement, _resolve_types(placement, table))
+        cached = _resolve_types(placement, table)
+        table.memo.put(placement, cached)
     return cached
 
 
@@ -212,14 +217,14 @@ def price(
         held: list[tuple[str, float]] = []
         for request in shape.gpus:
             label, unit, gpu_id, resolved, fraction = _line(request, resolution, table)
-            held.append((gpu_id, request.count * fraction))
+            held.append((gpu_id, request.units * fraction))
             unresolved |= not resolved
-            rate += request.count * unit
-            count = request.count if workflow else request.count * shape.replicas
-            per_hour += count * unit
+            rate += request.units * unit
+            units = request.units if workflow else request.units * shape.replicas
+            per_hour += units * unit
             lines.append(
                 EstimateLine(
-                    count,
+                    units,
                     label,
                     unit,
                     gpu_id,
@@ -231,7 +236,7 @@ def price(
             )
         rates.append(rate)
         shape_gpus.append(tuple(held))
-    basis = "runtime"
+    basis: Literal["runtime", "peak", "steps"] = "runtime"
     if workload.concurrency is None:
         usd = per_hour * hours
     else:
@@ -240,7 +245,10 @@ def price(
         if workload.exit_concurrency is not None:
             by_peak += _after_deadline(workload, rates)
         by_steps = _steps_bound(workload, rates, hours)
-        usd, basis = (by_steps, "steps") if by_steps < by_peak else (by_peak, "peak")
+        if by_steps < by_peak:
+            usd, basis = by_steps, "steps"
+        else:
+            usd, basis = by_peak, "peak"
     estimate = Estimate(
         tuple(lines),
         hours,
@@ -249,4 +257,63 @@ def price(
         basis,
         per_hour,
     )
-    return Pricing(estimate, tuple(resolutions), unresolved, tuple(shape_gpus))
+    noted = any(r.unknown_annotation or r.annotation_outpriced for r in resolutions)
+    return Pricing(estimate, tuple(resolutions), unresolved, tuple(shape_gpus), noted)
+
+
+def price_for(
+    workload: Workload,
+    table: PriceTable,
+    policy: NamespacePolicy,
+    *,
+    seconds: int | None,
+    hours_per_month: float,
+) -> Pricing:
+    """The price of a workload under its namespace's rules: batch work for `seconds` (its
+    runtime), serving work for a month."""
+    serving = workload.workload_class == "serving"
+    return price(
+        workload,
+        table,
+        hours=hours_per_month if serving else (seconds or 0) / 3600,
+        per_month=serving,
+        trust_annotation=policy.gpu_type_annotation == "trusted",
+    )
+
+
+def demand(workload: Workload, pricing: Pricing) -> Usage:
+    """What the workload holds once admitted: GPUs at the busiest moment, in all and per
+    type, and its estimate as the cost it commits.
+
+    A Workflow's per-type peak is its concurrency tree evaluated with that type's GPUs, so
+    an H100 step and a T4 step that never overlap do not add up."""
+    per_shape = [dict(held) if len(held) < 2 else _summed(held) for held in pricing.shape_gpus]
+    types = sorted({t for units in per_shape for t in units})
+    by_type = tuple(
+        (gpu_type, _peak(workload, [units.get(gpu_type, 0.0) for units in per_shape]))
+        for gpu_type in types
+    )
+    owner = workload.labels.get(OWNER_LABEL, "")
+    experiment = workload.labels.get(EXPERIMENT_LABEL, "")
+    return Usage(
+        namespace=workload.namespace,
+        owner=owner if type(owner) is str else "",
+        experiment=experiment if type(experiment) is str else "",
+        gpus=_peak(workload, [sum(units.values()) for units in per_shape]),
+        gpus_by_type=by_type,
+        usd=pricing.estimate.usd,
+    )
+
+
+def _summed(held: tuple[tuple[str, float], ...]) -> dict[str, float]:
+    units: dict[str, float] = {}
+    for gpu_type, count in held:
+        units[gpu_type] = units.get(gpu_type, 0.0) + count
+    return units
+
+
+def _peak(workload: Workload, rates: list[float]) -> float:
+    """GPUs at the busiest moment given each shape's GPUs per pod."""
+    if workload.concurrency is None:
+        return sum(rate * shape.replicas for rate, shape in zip(rates, workload.pods, strict=True))
+    return workload.concurrency.peak(rates)

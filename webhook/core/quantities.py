@@ -48,7 +48,7 @@ def parse_quantity(value: object) -> Decimal | None:
     except InvalidOperation:  # pragma: no cover - the regex admits only valid numbers
         return None
     if match["bin"]:
-        return number * (1024 ** _BINARY[match["bin"]])
+        return number * Decimal(1024) ** _BINARY[match["bin"]]
     if match["exp"]:
         exponent = int(match["exp"][1:])
         if abs(exponent) > 100:  # "1e999999" would be an absurd Decimal to build

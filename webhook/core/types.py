@@ -1,4 +1,5 @@
-"""The values the decision core passes between its stages: workloads, estimates, decisions.
+"""The values the decision core passes between its stages: requests, workloads, estimates,
+reasons and approvals (decisions are `verdict`'s, usage values `usage`'s).
 
 Everything here is immutable: the core builds them once per request and never mutates them,
 so the server and the CLI can share them without copying. The per-request values are typed
@@ -11,10 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
-
-if TYPE_CHECKING:
-    from .quota import BudgetCharge, Usage
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "ANNOTATION_APPROVAL",
@@ -23,11 +21,12 @@ __all__ = [
     "ANNOTATION_MAX_FANOUT",
     "ANNOTATION_MAX_RUNTIME",
     "COSTGATE_PREFIX",
+    "EMPTY",
     "INFINITE",
+    "MALFORMED",
     "Approval",
     "ApprovalVerifier",
     "Concurrency",
-    "Decision",
     "Estimate",
     "EstimateLine",
     "GpuRequest",
@@ -50,27 +49,34 @@ ANNOTATION_APPROVAL = "costgate.io/approval"
 ANNOTATION_MAX_FANOUT = "costgate.io/max-fanout"  # the most items a withParam loop has
 
 ReasonCode = Literal[
-    "missing-labels",
-    "invalid-runtime",
-    "runtime-too-long",
-    "invalid-gpu-request",
-    "unknown-gpu-type",
-    "over-threshold",
-    "invalid-approval",
-    "over-quota",
-    "over-budget",
-    "gpu-type-not-allowed",
-    "internal-error",
-    # Not in DESIGN.md's list: a Workflow runs a WorkflowTemplate costgate cannot read, so
-    # it cannot be priced (denied or warned per the policy's unresolved_templates).
+    "missing-labels",  # no owner/experiment label (or one that is not a label value)
+    "invalid-runtime",  # costgate.io/max-runtime is not a duration
+    "runtime-too-long",  # longer than the namespace allows
+    "invalid-gpu-request",  # GPUs that cannot be read, too many per pod, or unbounded
+    "unknown-gpu-type",  # a GPU type the table does not know, where policy denies guessing
+    "over-threshold",  # dearer than the namespace's threshold, without an approval
+    "invalid-approval",  # an approval that does not cover this workload
+    "over-quota",  # more GPUs or committed cost than a quota leaves
+    "over-budget",  # more than an experiment's budget leaves
+    "gpu-type-not-allowed",  # a GPU type the namespace may not use
+    "internal-error",  # costgate failed; the request id is in its log
+    # A Workflow runs a WorkflowTemplate costgate cannot read, so it cannot be priced
+    # (denied or warned per the policy's unresolved_templates).
     "template-not-found",
-    # Not in DESIGN.md's list: a review or object the webhook cannot read at all (wrong types,
-    # missing object). Kept apart from internal-error because the fix is on the sender's side.
+    # A review or object the webhook cannot read at all (wrong types, missing object). Kept
+    # apart from internal-error because the fix is on the sender's side.
     "invalid-request",
-    # Not in DESIGN.md's list: quotas or budgets apply but costgate's state is out of reach
-    # (cache not in sync, ledger not writable); the way through is to retry.
+    # Quotas or budgets apply but costgate's state is out of reach (cache not in sync, ledger
+    # not writable); the way through is to retry.
     "state-unavailable",
 ]
+
+# The object cannot be read as written: the mutating webhook refuses it too, since it has
+# nothing to patch, whereas policy denials are the validating webhook's (it sees the object
+# after every mutation).
+MALFORMED: frozenset[ReasonCode] = frozenset(
+    {"invalid-request", "invalid-gpu-request", "invalid-runtime"}
+)
 
 Mode = Literal["enforce", "warn"]
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
@@ -104,10 +110,10 @@ class Request(NamedTuple):
 
 
 class GpuRequest(NamedTuple):
-    """Effective count of one GPU resource (e.g. nvidia.com/gpu) in one pod."""
+    """Effective units of one GPU resource (e.g. nvidia.com/gpu) in one pod."""
 
     resource: str
-    count: int
+    units: int
 
 
 class Placement(NamedTuple):
@@ -160,7 +166,7 @@ class Concurrency(NamedTuple):
     shape: int = -1
     times: float = 1
     limit: int = 0
-    children: tuple[Concurrency, ...] = ()  # type: ignore[misc]  # recursive NamedTuple
+    children: tuple[Concurrency, ...] = ()
 
     def peak(self, rates: Sequence[float]) -> float:
         """The most the tree can cost at once, given each shape's rate (e.g. $/h or GPUs)."""
@@ -226,19 +232,19 @@ class Workload(NamedTuple):
     @property
     def total_gpus(self) -> float:
         """GPUs running at once at the busiest moment (INFINITE when unbounded)."""
-        per_pod = [sum(g.count for g in p.gpus) * p.replicas for p in self.pods]
+        per_pod = [sum(g.units for g in p.gpus) * p.replicas for p in self.pods]
         if self.concurrency is None:
             return sum(per_pod)
         return self.concurrency.peak(per_pod)
 
 
 class EstimateLine(NamedTuple):
-    """One priced line: `count` units of one GPU type at a unit price per hour.
+    """One priced line: `units` of one GPU type at a unit price per hour.
 
-    For Workflows `shape` names the template, `count` is per pod, and `runs`/`hours` are
+    For Workflows `shape` names the template, `units` are per pod, and `runs`/`hours` are
     that template's executions and per-run hours when the per-step bound applies."""
 
-    count: int
+    units: int
     label: str  # e.g. "h100-80gb" or "h100-80gb/mig-1g.10gb"
     usd_per_hour: float  # per unit
     gpu_type: str
@@ -278,34 +284,3 @@ class Approval(NamedTuple):
 
 # Verifies the token in annotation costgate.io/approval: its claims, or why it is no good.
 ApprovalVerifier = Callable[[str], "Approval | Reason"]
-
-
-class Decision(NamedTuple):
-    """What the webhook answers, before it is put on the wire.
-
-    `reasons` are policy denials. In warn mode they are reported as warnings and `allowed` is
-    True. `deadline` is the activeDeadlineSeconds to set (None: leave it alone); `stamp` the
-    estimated-cost annotation value to write (None: nothing to stamp).
-    """
-
-    allowed: bool
-    reasons: tuple[Reason, ...] = ()
-    warnings: tuple[str, ...] = ()
-    workload: Workload | None = None
-    estimate: Estimate | None = None
-    runtime_seconds: int | None = None
-    deadline: int | None = None
-    stamp: str | None = None
-    mode: Mode = "enforce"
-    status_code: int = 403
-    audit: Mapping[str, str] = EMPTY
-    # labels and annotations to copy into each of workload.copy_to (pod metadata templates)
-    pod_labels: Mapping[str, str] = EMPTY
-    pod_annotations: Mapping[str, str] = EMPTY
-    # what the workload holds once admitted (for the state store), and the budget to charge
-    usage: Usage | None = None
-    charge: BudgetCharge | None = None
-
-    @property
-    def priced(self) -> bool:
-        return self.estimate is not None

@@ -21,7 +21,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from ..admission import ReviewError, recover_uid
 from ..approvals import Keyring
-from ..core.engine import Config
+from ..core.config import Config
 from ..reload import Reloader
 from ..service import AdmissionService, Answer, Endpoint
 from ..settings import Settings

@@ -26,7 +26,8 @@ from ..service import Answer
 
 __all__ = ["Metrics"]
 
-disable_created_metrics()  # the *_created series double the output and nobody reads them
+# the *_created series double the output and nobody reads them (untyped in prometheus_client)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 decisions_log = logging.getLogger("costgate.decision")
@@ -124,10 +125,8 @@ class Metrics:
         if workload is None and decision.allowed:
             return  # not a GPU workload: nothing decided
         namespace = request.namespace
-        verdict = "allow" if decision.allowed else "deny"
-        if decision.reasons and decision.allowed:
-            verdict = "warn"
-        codes = sorted({r.code for r in decision.reasons}) or ["none"]
+        verdict = decision.decided
+        codes: list[str] = sorted({r.code for r in decision.reasons}) or ["none"]
         for code in codes:
             self._child(self.decisions, verdict, code, namespace).inc()
         owner = str(workload.labels.get("owner", "")) if workload is not None else ""

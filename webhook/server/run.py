@@ -53,7 +53,7 @@ class _Server(uvicorn.Server):
 # With --workers > 1 each worker runs the server that uvicorn's multiprocess module builds by
 # this name: make it ours, so that SIGTERM drops readiness in every worker too. Workers import
 # this module (to unpickle _TLSConfig), so the name is set in them as well.
-multiprocess.Server = _Server  # type: ignore[misc]
+multiprocess.Server = _Server  # type: ignore[attr-defined]  # imported there, not exported
 
 
 def serve(settings: Settings, *, certfile: str, keyfile: str) -> None:

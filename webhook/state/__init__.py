@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..core.quota import Totals
-from ..core.types import Decision
+from ..core.usage import Totals
+from ..core.verdict import Decision
 from .ledger import ChargeResult, Ledger, MemoryLedger
 from .tally import Tally
+
+if TYPE_CHECKING:
+    from .cluster import ClusterState
 
 __all__ = ["RESERVATION_SECONDS", "State", "memory_state"]
 
@@ -29,7 +32,7 @@ class State:
         mode: str,
         ready: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
-        cluster: Any = None,
+        cluster: ClusterState | None = None,
     ) -> None:
         self.tally = tally
         self.ledger = ledger

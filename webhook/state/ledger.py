@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from ..core.quota import BudgetCharge
+from ..core.usage import BudgetCharge
 
 __all__ = [
     "ChargeResult",
@@ -168,7 +168,9 @@ class ConfigMapLedger:
 
     def __init__(
         self,
-        api: Any,  # kubernetes.client.CoreV1Api
+        # kubernetes.client.CoreV1Api, called raw (_preload_content=False, dict bodies),
+        # which its annotations (model classes in and out) do not describe
+        api: Any,
         namespace: str,
         *,
         attempts: int = 10,
@@ -319,20 +321,21 @@ class ConfigMapLedger:
         return version, doc
 
     def _write(self, namespace: str, name: str, version: str, doc: Doc, end: float) -> None:
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": self._namespace,
+            "labels": {"app.kubernetes.io/name": "costgate", "costgate.io/ledger": "true"},
+            "annotations": {"costgate.io/ledger-for": namespace},
+        }
         body = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {
-                "name": name,
-                "namespace": self._namespace,
-                "labels": {"app.kubernetes.io/name": "costgate", "costgate.io/ledger": "true"},
-                "annotations": {"costgate.io/ledger-for": namespace},
-            },
+            "metadata": metadata,
             "data": {DATA_KEY: orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()},
         }
         timeout = self._time_left(end)
         if version:
-            body["metadata"]["resourceVersion"] = version
+            metadata["resourceVersion"] = version
             response = self._api.replace_namespaced_config_map(
                 name, self._namespace, body, _preload_content=False, _request_timeout=timeout
             )

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..core import messages
 from ..core.policy import Policy
-from ..core.quota import Quota, Totals, budget_period
+from ..core.usage import Quota, Totals, budget_period
 from . import State
 from .ledger import budget_key, spent_in
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import heapq
 import sys
 import threading
+from typing import TypeVar
 
-from ..core.quota import Totals, Usage
+from ..core.usage import Totals, Usage
 
 __all__ = ["Tally"]
 
@@ -135,13 +136,18 @@ class Tally:
             self._sums(old, -1)
 
     def _sums(self, usage: Usage, sign: int) -> None:
-        for table, key in (
-            (self._namespaces, usage.namespace),
-            (self._owners, (usage.namespace, usage.owner)),
-        ):
-            found = table.get(key)  # type: ignore[attr-defined]
-            if found is None:
-                found = table[key] = _Sum()  # type: ignore[index]
-            found.add(usage, sign)
-            if found.count == 0:
-                del table[key]  # type: ignore[attr-defined]
+        _add(self._namespaces, usage.namespace, usage, sign)
+        _add(self._owners, (usage.namespace, usage.owner), usage, sign)
+
+
+_K = TypeVar("_K", str, tuple[str, str])
+
+
+def _add(table: dict[_K, _Sum], key: _K, usage: Usage, sign: int) -> None:
+    """Add (sign +1) or take away (-1) `usage` in the sum under `key`; an emptied sum goes."""
+    found = table.get(key)
+    if found is None:
+        found = table[key] = _Sum()
+    found.add(usage, sign)
+    if found.count == 0:
+        del table[key]

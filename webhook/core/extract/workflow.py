@@ -1,501 +1,28 @@
-"""Argo Workflows (and CronWorkflows, WorkflowTemplates), read into Workloads.
+"""Argo Workflows, CronWorkflows and (Cluster)WorkflowTemplates, read into Workloads.
 
-Each template that makes a pod (`container`, `script`, `containerSet`) becomes a PodShape
-with its GPUs (after `templateDefaults` and `podSpecPatch`), its placement, how often it can
-run (fan-out × attempts) and its per-run deadline. `steps` and `dag` templates become a
-Concurrency tree: step groups run one after another, the steps of a group and the tasks of a
-DAG together, `withItems`/`withSequence` multiply, `parallelism` caps. Pricing evaluates the
-tree; nothing here knows a price.
+This module owns the objects: where each kind keeps its WorkflowSpec and metadata, joining a
+`workflowTemplateRef` under the Workflow's own spec, and the Workload made of what
+workflowspec's reader found in that spec (pod shapes, a Concurrency tree, an exit handler).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from .. import messages
-from ..catalog import PriceTable
-from ..config import Config, ParseText, TemplateLookup
-from ..quantities import parse_duration
-from ..types import (
-    ANNOTATION_MAX_FANOUT,
-    INFINITE,
-    Concurrency,
-    PodShape,
-    Reason,
-    Request,
-    Workload,
-)
+from ..config import Config, TemplateLookup
+from ..types import Concurrency, PodShape, Request, Workload
+from .argo import merge
 from .owner import owner_class
-from .podspec import (
-    ObjectError,
-    field,
-    identity,
-    pointer,
-    read_deadline,
-    read_gpus,
-    read_metadata,
-    read_placement,
-)
+from .podspec import ObjectError, field, identity, pointer, read_deadline, read_metadata
+from .workflowspec import WorkflowReader
 
 __all__ = [
     "extract_cronworkflow",
     "extract_workflow",
     "extract_workflow_template",
 ]
-
-_NOTHING = Concurrency("all")
-# YAML podSpecPatch text read per object, at most. A patch is a few lines; YAML parses at
-# about 2 s a megabyte even in C, so a 3 MiB object of patches would outlast the webhook's
-# timeout and hold up every other review. Beyond this a patch is unreadable (handled).
-_YAML_BUDGET = 64 * 1024
-
-
-def _merge(base: Any, override: Any) -> Any:
-    """Strategic-merge enough for resources and defaults: maps merge, the rest is replaced;
-    lists of named containers merge by name."""
-    if isinstance(base, dict) and isinstance(override, dict):
-        merged = dict(base)
-        for key, value in override.items():
-            merged[key] = _merge(base.get(key), value) if key in base else value
-        return merged
-    if (
-        isinstance(base, list)
-        and isinstance(override, list)
-        # string names only: a list or object as a name cannot key the merge (unhashable)
-        and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in base + override)
-    ):
-        by_name = {c["name"]: c for c in base}
-        for c in override:
-            by_name[c["name"]] = _merge(by_name.get(c["name"], {}), c)
-        return list(by_name.values())
-    return override
-
-
-def _times(a: float, b: float) -> float:
-    """a × b where zero wins over infinity (no runs of an unbounded loop is no runs). In
-    floats: nested loops of huge counts overflow to infinity, not to an int no float holds."""
-    return 0 if a == 0 or b == 0 else float(a) * float(b)
-
-
-def _int_or_string(value: Any) -> int | None:
-    """An Argo IntOrString count or deadline; None when it is a template expression, or a
-    number beyond the int64 Argo reads it into (and beyond what a float prices)."""
-    if type(value) is int and 0 <= value < 2**63:
-        return value
-    if type(value) is str:
-        text = value.strip()
-        if len(text) <= 18 and text.isascii() and text.isdigit():
-            return int(text)
-    return None
-
-
-_TYPES = (
-    "container",
-    "script",
-    "containerSet",
-    "steps",
-    "dag",
-    "resource",
-    "suspend",
-    "http",
-    "plugin",
-    "data",
-)
-
-
-def _defaults_for(defaults: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
-    """templateDefaults without the template types the template is not (Argo keeps each
-    template's own type: a `container` default must not turn a steps template into a pod)."""
-    return {k: v for k, v in defaults.items() if k not in _TYPES or k in template}
-
-
-Inherited = tuple[Any, Any]  # (nodeSelector, affinity) of the enclosing steps/dag template
-_NO_PLACEMENT: Inherited = (None, None)
-
-
-class _Reader:
-    """Walks one WorkflowSpec from its entrypoint. One instance per request."""
-
-    def __init__(
-        self,
-        spec: Mapping[str, Any],
-        path: str,
-        *,
-        table: PriceTable,
-        annotations: Mapping[str, str],
-        parse_text: ParseText | None,
-        lookup: TemplateLookup | None,
-        namespace: str,
-    ) -> None:
-        self.spec = spec
-        self.lookup = lookup
-        self.namespace = namespace
-        self.recursive: set[str] = set()
-        self.loaded: set[str] = set()  # scopes of other WorkflowTemplates already looked up
-        self.unresolved: list[str] = []  # templates in other objects that cannot be read
-        self.path = path
-        self.table = table
-        self.annotations = annotations
-        self.parse_text = parse_text
-        self.yaml_budget = _YAML_BUDGET
-        self.problems: list[Reason] = []
-        self.notes: list[str] = []
-        self.shapes: list[PodShape] = []
-        self.runs: list[float] = []
-        self.shape_of: dict[tuple[str, str], int] = {}
-        self.exiting = False  # reading the exit handler, which outlives the deadline
-        self.after_deadline: set[int] = set()
-        # key -> (index in spec.templates or -1, template, scope). Templates of another
-        # WorkflowTemplate are keyed "owner/name" and call their siblings in that scope.
-        self.templates: dict[str, tuple[int, dict[str, Any], str]] = {}
-        defaults = field(spec, "templateDefaults", path, dict, {})
-        retry = field(spec, "retryStrategy", path, dict, None)
-        for i, template in enumerate(field(spec, "templates", path, list, ())):
-            if type(template) is not dict:
-                raise ObjectError(f"{path}.templates[{i}]", "object", template)
-            merged = _merge(_defaults_for(defaults, template), template) if defaults else template
-            if retry is not None and "retryStrategy" not in merged:
-                merged = {**merged, "retryStrategy": retry}
-            self.templates[str(template.get("name", ""))] = (i, merged, "")
-        declared = annotations.get(ANNOTATION_MAX_FANOUT)
-        self.max_fanout = _int_or_string(declared) if declared is not None else None
-        if declared is not None and self.max_fanout is None:
-            self.problems.append(
-                Reason("invalid-gpu-request", messages.invalid_max_fanout(declared))
-            )
-
-    # -- fan-out and attempts -------------------------------------------------------------
-
-    def _fanout(self, step: Mapping[str, Any], where: str) -> float:
-        items = step.get("withItems")
-        if items is not None:
-            return len(items) if type(items) is list else self._unknown_fanout()
-        sequence = step.get("withSequence")
-        if sequence is not None:
-            if type(sequence) is not dict:
-                raise ObjectError(f"{where}.withSequence", "object", sequence)
-            count = _int_or_string(sequence.get("count"))
-            if count is not None:
-                return count
-            start = _int_or_string(sequence.get("start", 0))
-            end = _int_or_string(sequence.get("end"))
-            if start is not None and end is not None:
-                return abs(end - start) + 1
-            return self._unknown_fanout()
-        if step.get("withParam") is not None:
-            return self._unknown_fanout()
-        return 1
-
-    def _unknown_fanout(self) -> float:
-        """A fan-out known only at run time: the declared maximum, else unbounded (a
-        parallelism cap above may still bound the cost)."""
-        return INFINITE if self.max_fanout is None else self.max_fanout
-
-    @staticmethod
-    def _attempts(template: Mapping[str, Any]) -> float:
-        retry = template.get("retryStrategy")
-        if not isinstance(retry, dict) or retry.get("limit") is None:
-            # a retryStrategy without limit retries without end; none at all runs once
-            return 1 if not isinstance(retry, dict) else INFINITE
-        limit = _int_or_string(retry.get("limit"))
-        return INFINITE if limit is None else limit + 1
-
-    # -- templates ------------------------------------------------------------------------
-
-    def node(
-        self,
-        name: str,
-        multiplier: float,
-        stack: tuple[str, ...],
-        inherited: Inherited = _NO_PLACEMENT,
-    ) -> Concurrency:
-        """The concurrency of invoking template `name`, counting `multiplier` invocations.
-        `inherited` is the placement of the enclosing steps/dag template, which Argo uses for
-        pods whose own template sets none."""
-        found = self.templates.get(name)
-        if found is None:
-            self.problems.append(Reason("invalid-request", messages.unknown_template(name)))
-            return _NOTHING
-        if name in stack:
-            # Recursion: how deep it goes is known only at run time. The first visit of the
-            # template marks its whole subtree unbounded (below).
-            self.recursive.add(name)
-            return _NOTHING
-        index, template, scope = found
-        where = f"{self.path}.templates[{index}]" if index >= 0 else name
-        runs = _times(multiplier, self._attempts(template))
-        stack = (*stack, name)
-        parallelism = _int_or_string(template.get("parallelism"))
-        if any(k in template for k in ("container", "script", "containerSet")):
-            node = self._pod(name, template, where, runs, inherited)
-        elif "steps" in template or "dag" in template:
-            placement = (
-                template.get("nodeSelector") or inherited[0],
-                template.get("affinity") or inherited[1],
-            )
-            groups = self._children(template, where, runs, stack, scope, placement)
-            # Template parallelism caps running children (a nested steps/dag counts as one).
-            op = "each" if parallelism is not None else "all"
-            limit = parallelism or 0
-            if "steps" in template:
-                node = Concurrency(
-                    "one", children=tuple(Concurrency(op, limit=limit, children=g) for g in groups)
-                )
-            else:
-                node = Concurrency(op, limit=limit, children=groups[0] if groups else ())
-        else:
-            if "resource" in template:
-                self.notes.append(messages.resource_template(name))
-            return _NOTHING  # resource, suspend, http, plugin, data: no pod of the user's
-        if name in self.recursive:
-            node = Concurrency("all", times=INFINITE, children=(node,))
-            for shape in node.shapes():
-                self.runs[shape] = INFINITE
-        return node
-
-    def _children(
-        self,
-        template: Mapping[str, Any],
-        where: str,
-        runs: float,
-        stack: tuple[str, ...],
-        scope: str,
-        inherited: Inherited,
-    ) -> list[tuple[Concurrency, ...]]:
-        """Step groups (run one after another) or the DAG's tasks (one group)."""
-        lists: list[tuple[list[Any], str]] = []
-        if "steps" in template:
-            for g, group in enumerate(field(template, "steps", where, list, ())):
-                if type(group) is not list:
-                    raise ObjectError(f"{where}.steps[{g}]", "list", group)
-                lists.append((group, f"{where}.steps[{g}]"))
-        else:
-            dag = field(template, "dag", where, dict, {})
-            lists.append((field(dag, "tasks", f"{where}.dag", list, ()), f"{where}.dag.tasks"))
-        return [
-            tuple(
-                self._step(step, f"{prefix}[{i}]", runs, stack, scope, inherited)
-                for i, step in enumerate(steps)
-            )
-            for steps, prefix in lists
-        ]
-
-    def call(
-        self,
-        target: Mapping[str, Any],
-        where: str,
-        runs: float,
-        stack: tuple[str, ...],
-        scope: str,
-        inherited: Inherited = _NO_PLACEMENT,
-    ) -> Concurrency | None:
-        """What a step, task or hook invokes: `template`, `templateRef` or `inline`."""
-        if target.get("templateRef") is not None:
-            key = self._external(target["templateRef"], where)
-            return None if key is None else self.node(key, runs, stack, inherited)
-        if isinstance(target.get("inline"), dict):
-            inline_name = f"{stack[-1] if stack else ''}/{target.get('name', 'inline')}"
-            self.templates.setdefault(inline_name, (-1, target["inline"], scope))
-            return self.node(inline_name, runs, stack, inherited)
-        if target.get("template") is not None:
-            return self.node(self._key(str(target["template"]), scope), runs, stack, inherited)
-        return None
-
-    def _step(
-        self,
-        step: Any,
-        where: str,
-        multiplier: float,
-        stack: tuple[str, ...],
-        scope: str,
-        inherited: Inherited,
-    ) -> Concurrency:
-        if type(step) is not dict:
-            raise ObjectError(where, "object", step)
-        fanout = self._fanout(step, where)
-        runs = _times(multiplier, fanout)
-        targets: list[Mapping[str, Any]] = [step]
-        hooks = step.get("hooks")
-        targets += [
-            h for h in (hooks.values() if isinstance(hooks, dict) else ()) if isinstance(h, dict)
-        ]
-        if isinstance(step.get("onExit"), str) and step["onExit"]:
-            targets.append({"template": step["onExit"]})
-        children = []
-        for target in targets:
-            child = self.call(target, where, runs, stack, scope, inherited)
-            if child is not None:
-                children.append(child)
-        return Concurrency("all", times=fanout, children=tuple(children))
-
-    def _key(self, name: str, scope: str) -> str:
-        """A template name as called from `scope`: a sibling in the same WorkflowTemplate."""
-        return f"{scope}{name}" if scope and f"{scope}{name}" in self.templates else name
-
-    def _external(self, ref: Any, where: str) -> str | None:
-        """The key of a template in another (Cluster)WorkflowTemplate, whose templates are
-        loaded through the lookup; None (and a note) when it cannot be read here."""
-        if type(ref) is not dict:
-            raise ObjectError(f"{where}.templateRef", "object", ref)
-        owner, template = str(ref.get("name", "")), str(ref.get("template", ""))
-        cluster = bool(ref.get("clusterScope"))
-        scope = f"{'cluster:' if cluster else ''}{owner}/"
-        if scope not in self.loaded:
-            self.loaded.add(scope)
-            spec = self.lookup(self.namespace, owner, cluster) if self.lookup else None
-            templates = spec.get("templates") if isinstance(spec, Mapping) else None
-            for candidate in templates if isinstance(templates, list) else ():
-                if isinstance(candidate, dict):
-                    key = f"{scope}{candidate.get('name', '')}"
-                    self.templates[key] = (-1, candidate, scope)
-        if f"{scope}{template}" not in self.templates:
-            self.unresolved.append(messages.template_ref_unresolved(where, owner, template))
-            return None
-        return f"{scope}{template}"
-
-    def _pod(
-        self,
-        name: str,
-        template: Mapping[str, Any],
-        where: str,
-        runs: float,
-        inherited: Inherited,
-    ) -> Concurrency:
-        # no placement inherited (the usual case): no JSON to build for the key
-        plain = inherited == _NO_PLACEMENT
-        key = (name, "" if plain else json.dumps(inherited, sort_keys=True, default=str))
-        index = self.shape_of.get(key)
-        if index is None:
-            shape = self._shape(name, template, where, inherited)
-            if shape is None:
-                return _NOTHING
-            index = len(self.shapes)
-            self.shape_of[key] = index
-            self.shapes.append(shape)
-            self.runs.append(0)
-        self.runs[index] += runs
-        if self.exiting:
-            self.after_deadline.add(index)
-        return Concurrency("pod", shape=index)
-
-    def _pod_spec(
-        self, template: Mapping[str, Any], where: str, inherited: Inherited
-    ) -> dict[str, Any]:
-        """The pod Argo builds for a template, as far as GPUs and placement go."""
-        if "containerSet" in template:
-            container_set = field(template, "containerSet", where, dict, {})
-            containers = list(field(container_set, "containers", f"{where}.containerSet", list, ()))
-        else:
-            kind = "container" if "container" in template else "script"
-            main = field(template, kind, where, dict, {})
-            containers = [{**main, "name": "main"}]
-        containers += list(field(template, "sidecars", where, list, ()))
-        pod: dict[str, Any] = {
-            "containers": containers,
-            "initContainers": list(field(template, "initContainers", where, list, ())),
-        }
-        # The template's own, else the enclosing steps/dag template's, else the workflow's;
-        # empty counts as unset (Argo checks the length).
-        for position, key in enumerate(("nodeSelector", "affinity")):
-            value = template.get(key) or inherited[position] or self.spec.get(key)
-            if value:
-                pod[key] = value
-        for origin, patch in (
-            (self.path, self.spec.get("podSpecPatch")),
-            (where, template.get("podSpecPatch")),
-        ):
-            if patch:
-                pod = self._apply_patch(pod, patch, f"{origin}.podSpecPatch")
-        return pod
-
-    def _apply_patch(self, pod: dict[str, Any], patch: Any, where: str) -> dict[str, Any]:
-        parsed = self._parse(patch) if isinstance(patch, str) else patch
-        if isinstance(parsed, dict):
-            return _merge(pod, parsed)
-        if any(word in str(patch).lower() for word in ("gpu", "resources", "mig-")):
-            # It may set GPUs that only exist at run time: nothing here can bound them.
-            self.problems.append(Reason("invalid-gpu-request", messages.unreadable_patch(where)))
-        else:
-            self.notes.append(messages.ignored_patch(where))
-        return pod
-
-    def _parse(self, text: str) -> Any:
-        try:
-            return json.loads(text)
-        except ValueError:
-            pass
-        if self.parse_text is None or len(text) > self.yaml_budget:
-            return None
-        self.yaml_budget -= len(text)
-        try:
-            return self.parse_text(text)
-        except Exception:  # any YAML error: the patch is unreadable, which is handled
-            return None
-
-    def _shape(
-        self, name: str, template: Mapping[str, Any], where: str, inherited: Inherited
-    ) -> PodShape | None:
-        pod = self._pod_spec(template, where, inherited)
-        gpus = read_gpus(pod, where, self.table, self.problems)
-        if not gpus:
-            return None
-        metadata = field(template, "metadata", where, dict, {})
-        annotations = {
-            **self.annotations,
-            **field(metadata, "annotations", f"{where}.metadata", dict, {}),
-        }
-        placement = read_placement(pod, where, annotations)
-        deadlines = [
-            d
-            for d in (
-                _int_or_string(template.get("activeDeadlineSeconds")),
-                parse_duration(template["timeout"])
-                if type(template.get("timeout")) is str
-                else None,
-            )
-            if d is not None
-        ]
-        return PodShape(
-            label=name,
-            gpus=gpus,
-            placement=placement,
-            deadline=min(deadlines) if deadlines else None,
-        )
-
-    def read(self) -> tuple[tuple[PodShape, ...], Concurrency, Concurrency | None]:
-        """(pod shapes, what runs within the deadline, the exit handler that runs after)."""
-        roots = []
-        entrypoint = self.spec.get("entrypoint")
-        if isinstance(entrypoint, str) and entrypoint:
-            roots.append(self.call({"template": entrypoint}, self.path, 1, (), ""))
-        hooks = self.spec.get("hooks")
-        hooks = hooks if isinstance(hooks, dict) else {}
-        for hook_name, hook in hooks.items():
-            if hook_name != "exit" and isinstance(hook, dict):
-                roots.append(self.call(hook, f"{self.path}.hooks.{hook_name}", 1, (), ""))
-        tree = Concurrency("all", children=tuple(r for r in roots if r is not None))
-        parallelism = _int_or_string(self.spec.get("parallelism"))
-        if parallelism is not None:  # workflow parallelism counts pods
-            tree = Concurrency("cap", limit=parallelism, children=(tree,))
-
-        # The exit handler ignores the workflow deadline (workflowpod.go): its pods are
-        # bounded only by their own template deadlines.
-        exits = []
-        self.exiting = True
-        on_exit = self.spec.get("onExit")
-        if isinstance(on_exit, str) and on_exit:
-            exits.append(self.call({"template": on_exit}, f"{self.path}.onExit", 1, (), ""))
-        if isinstance(hooks.get("exit"), dict):
-            exits.append(self.call(hooks["exit"], f"{self.path}.hooks.exit", 1, (), ""))
-        self.exiting = False
-        exit_tree = Concurrency("all", children=tuple(e for e in exits if e is not None))
-        shapes = tuple(
-            s._replace(runs=self.runs[i], after_deadline=i in self.after_deadline)
-            for i, s in enumerate(self.shapes)
-        )
-        return shapes, tree, exit_tree if exit_tree.shapes() else None
 
 
 def _join(
@@ -513,7 +40,7 @@ def _join(
     base = lookup(namespace, name, bool(ref.get("clusterScope"))) if lookup else None
     if not isinstance(base, Mapping):
         return spec, name
-    return _merge(dict(base), {k: v for k, v in spec.items() if k != "workflowTemplateRef"}), None
+    return merge(dict(base), {k: v for k, v in spec.items() if k != "workflowTemplateRef"}), None
 
 
 def _workflow_workload(
@@ -531,7 +58,7 @@ def _workflow_workload(
     namespace, name, generate_name = identity(request, metadata)
     lookup = config.lookup
     joined, missing = _join(spec, lookup, namespace)
-    reader = _Reader(
+    reader = WorkflowReader(
         joined,
         path,
         table=config.table,
@@ -540,10 +67,11 @@ def _workflow_workload(
         lookup=lookup,
         namespace=namespace,
     )
-    exit_tree = None
+    shapes: tuple[PodShape, ...] = ()
+    tree = Concurrency("all")
+    exit_tree: Concurrency | None = None
     if missing is not None:
         reader.unresolved.append(messages.workflow_template_ref(missing))
-        shapes, tree = (), Concurrency("all")
     else:
         shapes, tree, exit_tree = reader.read()
     if not shapes and not reader.problems and not reader.unresolved:

@@ -7,10 +7,10 @@ compares claims with the workload, with the clock passed in.
 
 from __future__ import annotations
 
-from . import messages
-from .policy import NamespacePolicy
-from .quota import EXPERIMENT_LABEL, OWNER_LABEL
-from .types import Approval, Estimate, Reason, Workload
+from .. import messages
+from ..policy import NamespacePolicy
+from ..types import Approval, Estimate, Reason, Workload
+from ..usage import EXPERIMENT_LABEL, OWNER_LABEL
 
 __all__ = ["check_approval", "same_person"]
 

@@ -1,0 +1,39 @@
+"""The kinds the core prices, as data: (API group, kind) -> the extractor that reads it.
+
+An object of any other kind is not the core's to judge (the webhook lets it through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from ..config import Extractor
+from .job import extract_cronjob, extract_job
+from .pod import extract_pod
+from .workflow import extract_cronworkflow, extract_workflow, extract_workflow_template
+
+__all__ = ["EXTRACTORS", "extractor_for", "handles"]
+
+EXTRACTORS: Mapping[tuple[str, str], Extractor] = MappingProxyType(
+    {
+        ("", "Pod"): extract_pod,
+        ("batch", "Job"): extract_job,
+        ("batch", "CronJob"): extract_cronjob,
+        ("argoproj.io", "Workflow"): extract_workflow,
+        ("argoproj.io", "CronWorkflow"): extract_cronworkflow,
+        ("argoproj.io", "WorkflowTemplate"): extract_workflow_template,
+        ("argoproj.io", "ClusterWorkflowTemplate"): extract_workflow_template,
+    }
+)
+
+
+def extractor_for(group: str, kind: str) -> Extractor | None:
+    """The extractor for objects of this API group and kind; None when the core does not
+    price them."""
+    return EXTRACTORS.get((group, kind))
+
+
+def handles(group: str, kind: str) -> bool:
+    """Whether the core prices objects of this API group and kind."""
+    return (group, kind) in EXTRACTORS

@@ -1,0 +1,102 @@
+"""What a live object in the cluster holds, as quotas count it: the read side of the state.
+
+The watch cache calls `holding` for every object it sees, so it prices with what the object
+says now (the deadline costgate set), never with what a user could edit afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .config import Config
+from .extract.kinds import extractor_for
+from .extract.podspec import ObjectError
+from .policy import Policy
+from .pricing import demand, price_for
+from .types import ANNOTATION_ESTIMATED_COST, Request
+from .usage import Usage
+
+__all__ = ["finished", "holding"]
+
+# Kinds that hold GPUs while they run. Cron* and templates only make them.
+_RUNNING_KINDS = frozenset({("", "Pod"), ("batch", "Job"), ("argoproj.io", "Workflow")})
+_DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
+
+
+def finished(kind: str, obj: Mapping[str, Any]) -> bool:
+    """Whether a Pod, Job or Workflow has stopped holding its GPUs."""
+    status = obj.get("status")
+    if not isinstance(status, dict):
+        return False
+    if kind == "Job":
+        conditions = status.get("conditions")
+        return isinstance(conditions, list) and any(
+            isinstance(c, dict)
+            and c.get("type") in ("Complete", "Failed")
+            and c.get("status") == "True"
+            for c in conditions
+        )
+    return status.get("phase") in _DONE_PHASES
+
+
+def _creator(metadata: Mapping[str, Any], policy: Policy) -> str:
+    """A user of the trusted controller that owns this object, as the admission saw it."""
+    owners = metadata.get("ownerReferences")
+    if not isinstance(owners, list):
+        return ""
+    for owner in owners:
+        if isinstance(owner, dict) and owner.get("controller"):
+            group = str(owner.get("apiVersion", "")).rpartition("/")[0]
+            for controller in policy.trusted_controllers:
+                if controller.kind == owner.get("kind") and controller.api_group == group:
+                    return next(iter(sorted(controller.users)), "")
+    return ""
+
+
+def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Usage | None:
+    """What a live object in the cluster holds, as quotas count it; None when nothing.
+
+    Pods a trusted controller made for an object costgate priced count with that object,
+    unless costgate stamped an estimate on them: it prices, and stamps, a pod whose owner
+    reference is written by a user, so a spoofed owner does not hide a pod from quotas.
+    The estimate uses the deadline in the spec (which costgate set), not annotations a user
+    can edit later."""
+    extractor = extractor_for(group, kind)
+    if extractor is None or (group, kind) not in _RUNNING_KINDS or finished(kind, obj):
+        return None
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    annotations = metadata.get("annotations")
+    stamped = isinstance(annotations, dict) and ANNOTATION_ESTIMATED_COST in annotations
+    # Only a pod counts with its owner, which the watch counts: a Job a CronJob made, or a
+    # Workflow a CronWorkflow made, holds GPUs that nothing else would count.
+    creator = "" if stamped or kind != "Pod" else _creator(metadata, config.policy)
+    request = Request(
+        uid="",
+        operation="CREATE",
+        group=group,
+        kind=kind,
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        obj=obj,
+        username=creator,
+    )
+    try:
+        workload = extractor(request, config)
+    except (ObjectError, RecursionError):
+        return None
+    if workload is None or workload.workload_class == "controlled" or not workload.pods:
+        return None
+    policy = config.policy.for_namespace(workload.namespace)
+    pricing = price_for(
+        workload,
+        config.table,
+        policy,
+        seconds=workload.existing_deadline or policy.default_runtime_seconds,
+        hours_per_month=config.policy.hours_per_month,
+    )
+    usage = demand(workload, pricing)
+    return None if math.isinf(usage.usd) or math.isinf(usage.gpus) else usage

@@ -1,0 +1,126 @@
+"""Sentences about approvals: why a token does not cover a workload, and who approved one
+that does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..types import (
+    ANNOTATION_APPROVAL,
+    Approval,
+)
+from .text import (
+    money,
+    quote,
+    utc,
+    warning,
+)
+
+__all__ = [
+    "approval_above_grant",
+    "approval_bad_signature",
+    "approval_expired",
+    "approval_malformed",
+    "approval_not_allowed",
+    "approval_not_yet_valid",
+    "approval_self",
+    "approval_too_small",
+    "approval_unknown_key",
+    "approval_wrong_experiment",
+    "approval_wrong_name",
+    "approval_wrong_namespace",
+    "approvals_disabled",
+    "approved",
+]
+
+
+def _approval(approval: Approval) -> str:
+    return f"the approval by {quote(approval.approver)} (key {approval.key_id})"
+
+
+def approval_expired(approval: Approval) -> str:
+    return (
+        f"{_approval(approval)} expired at {utc(approval.expires_at)}; ask "
+        f"{quote(approval.approver)} for a new one (costgate approve --expires ...)"
+    )
+
+
+def approval_not_yet_valid(approval: Approval) -> str:
+    return f"{_approval(approval)} is issued for {utc(approval.issued_at)}, in the future"
+
+
+def approval_wrong_namespace(approval: Approval, namespace: str) -> str:
+    return (
+        f"{_approval(approval)} is for namespace {quote(approval.namespace)}, not "
+        f"{quote(namespace)}; approvals do not travel between namespaces"
+    )
+
+
+def approval_wrong_experiment(approval: Approval, experiment: str) -> str:
+    return (
+        f"{_approval(approval)} is for experiment {quote(approval.experiment)}, but this "
+        f"workload's experiment label is {quote(experiment)}"
+    )
+
+
+def approval_wrong_name(approval: Approval, name: str) -> str:
+    return f"{_approval(approval)} is for workload {quote(approval.name)}, not {quote(name)}"
+
+
+def approval_too_small(approval: Approval, usd: float) -> str:
+    return (
+        f"estimated cost {money(usd)} is {money(usd - approval.max_usd)} above the "
+        f"{money(approval.max_usd)} approved by {quote(approval.approver)}; ask for an "
+        f"approval of at least {money(usd)}"
+    )
+
+
+def approval_self(approval: Approval, relation: str, who: str) -> str:
+    return (
+        f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
+        f"{relation} by {quote(who)}; nobody approves their own workload: ask another approver"
+    )
+
+
+def approval_not_allowed(approval: Approval, namespace: str, approvers: Iterable[str]) -> str:
+    return (
+        f"{quote(approval.approver)} may not approve for namespace {quote(namespace)} "
+        f"(approvers there: {', '.join(sorted(approvers))})"
+    )
+
+
+def approval_above_grant(approval: Approval, namespace: str, most: float) -> str:
+    return (
+        f"{_approval(approval)} grants {money(approval.max_usd)}, more than the {money(most)} "
+        f"one approval may grant in namespace {quote(namespace)}"
+    )
+
+
+def approval_malformed(detail: str) -> str:
+    return f"annotation {ANNOTATION_APPROVAL} is not a valid approval token ({detail})"
+
+
+def approval_unknown_key(key_id: str, known: Iterable[str]) -> str:
+    listed = ", ".join(sorted(known)) or "none"
+    return (
+        f"annotation {ANNOTATION_APPROVAL} is signed with key {quote(key_id)}, which is not an "
+        f"approver key of this cluster (keys: {listed})"
+    )
+
+
+def approval_bad_signature(key_id: str) -> str:
+    return (
+        f"annotation {ANNOTATION_APPROVAL} does not verify against key {quote(key_id)}: it was "
+        f"changed after signing, or signed by another key"
+    )
+
+
+def approvals_disabled() -> str:
+    return f"annotation {ANNOTATION_APPROVAL} is set, but this webhook has no approver keys"
+
+
+def approved(approval: Approval) -> str:
+    return warning(
+        f"approved by {approval.approver} (key {approval.key_id}) up to "
+        f"{money(approval.max_usd)} until {utc(approval.expires_at)}"
+    )

@@ -1,0 +1,117 @@
+"""Sentences about what a workload costs: the estimate and its breakdown, the threshold,
+and a cost with no bound."""
+
+from __future__ import annotations
+
+from ..quantities import format_hours
+from ..types import (
+    ANNOTATION_APPROVAL,
+    ANNOTATION_MAX_FANOUT,
+    ANNOTATION_MAX_RUNTIME,
+    Estimate,
+)
+from .text import (
+    MAX_LISTED,
+    SHORT_WARNING,
+    WARNING_PREFIX,
+    money,
+    object_name,
+    one_line,
+    quote,
+    warning,
+)
+
+__all__ = ["cost", "estimate_warning", "over_threshold", "template_estimate", "unbounded"]
+
+
+def _breakdown(estimate: Estimate) -> str:
+    hours = "730h/month" if estimate.per_month else format_hours(round(estimate.hours * 3600))
+    parts = [
+        f"{line.units} × {line.label} at {money(line.usd_per_hour)}/h" for line in estimate.lines
+    ]
+    if len(parts) == 1:
+        return f"({parts[0]} × {hours})"
+    return f"(({' + '.join(parts)}) × {hours})"
+
+
+def _runs(runs: float | None) -> str:
+    return "" if runs is None else f" × {runs:g} run{'' if runs == 1 else 's'}"
+
+
+def _workflow_breakdown(estimate: Estimate) -> str:
+    hours = format_hours(round(estimate.hours * 3600))
+    parts = []
+    for line in estimate.lines[:MAX_LISTED]:
+        text = f"{line.shape}: {line.units} × {line.label} at {money(line.usd_per_hour)}/h"
+        if estimate.basis == "steps" and line.hours is not None:
+            text += f" × {format_hours(round(line.hours * 3600))}{_runs(line.runs)}"
+        parts.append(text)
+    if len(estimate.lines) > MAX_LISTED:
+        parts.append(f"{len(estimate.lines) - MAX_LISTED:,} more templates")
+    if estimate.basis == "steps":
+        return f"({' + '.join(parts)})"
+    peak = money(estimate.peak_usd_per_hour)
+    return f"(up to {peak}/h at once × {hours}; {', '.join(parts)})"
+
+
+def cost(estimate: Estimate) -> str:
+    """`$1,152.00 (8 × h100-80gb at $6.00/h × 24h)`, or `$730.00/month (...)` for serving;
+    Workflows say per template what the bound is made of."""
+    if estimate.basis != "runtime":
+        return f"{money(estimate.usd)} {_workflow_breakdown(estimate)}"
+    suffix = "/month" if estimate.per_month else ""
+    return f"{money(estimate.usd)}{suffix} {_breakdown(estimate)}"
+
+
+def estimate_warning(estimate: Estimate, cost_text: str, gpus: float) -> str:
+    """The warning every admitted GPU workload gets: `cost_text` is `cost(estimate)`, `gpus`
+    the most GPUs the workload runs at once (for the short form)."""
+    line = WARNING_PREFIX + "estimated cost " + one_line(cost_text)
+    if len(line) <= SHORT_WARNING:
+        return line
+    suffix = (
+        "/month" if estimate.per_month else f" over {format_hours(round(estimate.hours * 3600))}"
+    )
+    types = len({line.gpu_type for line in estimate.lines})
+    kinds = "1 type" if types == 1 else f"{types} types"
+    return warning(
+        f"estimated cost {money(estimate.usd)}{suffix} for up to {gpus:g} GPUs at once of "
+        f"{kinds} (breakdown in audit annotations)"
+    )
+
+
+def over_threshold(
+    estimate: Estimate,
+    limit: float,
+    namespace: str,
+    cost_text: str | None = None,
+    *,
+    approvals: bool = True,
+) -> str:
+    """Over the limit; the way through is an approval, or less GPU time where the namespace
+    takes no approvals."""
+    kind = "/month serving" if estimate.per_month else ""
+    way = (
+        f"; ask an approver for a token (costgate approve ...) and set annotation "
+        f"{ANNOTATION_APPROVAL}"
+        if approvals
+        else f", which takes no approvals; use fewer GPUs or a shorter {ANNOTATION_MAX_RUNTIME}"
+    )
+    return (
+        f"estimated cost {cost_text or cost(estimate)} exceeds the {money(limit)}{kind} "
+        f"limit for namespace {quote(namespace)}{way}"
+    )
+
+
+def template_estimate(estimate: Estimate, limit: float, cost_text: str) -> str:
+    over = f", above the {money(limit)} threshold" if estimate.usd > limit else ""
+    return warning(f"a workflow of this template would cost up to {cost_text}{over}")
+
+
+def unbounded(kind: str, name: str) -> str:
+    return (
+        f"GPU {object_name(kind, name)} has no bound on its cost: a withParam loop or a recursive "
+        f"template runs GPU pods an unknown number of times, or a GPU exit handler (which "
+        f"outlives the workflow deadline) has no activeDeadlineSeconds; set spec.parallelism, "
+        f"annotation {ANNOTATION_MAX_FANOUT}, or the exit handler's activeDeadlineSeconds"
+    )

@@ -1,0 +1,229 @@
+"""Sentences about what an object says: its labels, run time, GPU requests and types, and
+the templates it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..quantities import format_hours
+from ..types import (
+    ANNOTATION_GPU_TYPE,
+    ANNOTATION_MAX_FANOUT,
+    ANNOTATION_MAX_RUNTIME,
+)
+from .text import (
+    MAX_LISTED,
+    format_duration,
+    money,
+    object_name,
+    quote,
+    warning,
+)
+
+__all__ = [
+    "annotation_alone_denied",
+    "annotation_alone_priced",
+    "annotation_outpriced",
+    "deadline_lowered",
+    "default_runtime",
+    "default_runtime_not_injected",
+    "ignored_patch",
+    "invalid_gpu_quantity",
+    "invalid_label_value",
+    "invalid_max_fanout",
+    "invalid_runtime",
+    "missing_labels",
+    "resource_template",
+    "runtime_ignored_for_serving",
+    "runtime_too_long",
+    "template_ref_unresolved",
+    "too_many_gpus",
+    "unknown_gpu_annotation",
+    "unknown_gpu_denied",
+    "unknown_gpu_priced",
+    "unknown_template",
+    "unreadable_patch",
+    "unresolved_denied",
+    "workflow_template_ref",
+]
+
+
+def missing_labels(kind: str, name: str, missing: Iterable[str], required: Iterable[str]) -> str:
+    missing = list(missing)
+    noun, pronoun = ("label", "it") if len(missing) == 1 else ("labels", "them")
+    return (
+        f"GPU {object_name(kind, name)} is missing required {noun} {', '.join(missing)} "
+        f"(required: {', '.join(required)}, so every GPU hour can be attributed); "
+        f"add {pronoun} under metadata.labels"
+    )
+
+
+def invalid_label_value(key: str, value: object) -> str:
+    return (
+        f"label {key}={quote(value)} is not a valid label value; use at most 63 letters, digits, "
+        f"'-', '_' or '.', starting and ending with a letter or digit"
+    )
+
+
+def invalid_runtime(value: object) -> str:
+    return (
+        f"annotation {ANNOTATION_MAX_RUNTIME}={quote(value)} is not a duration; "
+        f"write a positive whole duration such as 90m, 12h, 2d or 3600s"
+    )
+
+
+def runtime_too_long(seconds: int, cap: int, namespace: str) -> str:
+    return (
+        f"declared max runtime {format_duration(seconds)} ({ANNOTATION_MAX_RUNTIME}) exceeds the "
+        f"{format_duration(cap)} cap for namespace {quote(namespace)}; split the work into "
+        f"checkpointed runs of at most {format_duration(cap)}"
+    )
+
+
+def invalid_gpu_quantity(container: str, resource: str, value: object) -> str:
+    return (
+        f"invalid GPU request: container {quote(container)} asks for {resource} {quote(value)}; "
+        f"GPU counts must be whole numbers"
+    )
+
+
+def too_many_gpus(count: int, limit: int) -> str:
+    return (
+        f"invalid GPU request: one pod asks for {count} GPUs, more than the {limit} a single pod "
+        f"may use (policy max_gpus_per_pod); check resources.limits"
+    )
+
+
+def unknown_gpu_annotation(value: str, known: Iterable[str]) -> str:
+    return (
+        f"annotation {ANNOTATION_GPU_TYPE}={quote(value)} names no GPU type in the pricing table; "
+        f"use one of {', '.join(sorted(known))}"
+    )
+
+
+def _unknown_labels(labels: Iterable[str]) -> str:
+    labels = list(labels)
+    if not labels:
+        return ""
+    more = len(labels) - MAX_LISTED
+    labels = [quote(label) for label in labels[:MAX_LISTED]]
+    if more > 0:
+        labels.append(f"{more:,} more")
+    return f" (no GPU type in the pricing table matches {', '.join(labels)})"
+
+
+def unknown_gpu_denied(namespace: str, labels: Iterable[str]) -> str:
+    return (
+        f"the GPU type is not pinned{_unknown_labels(labels)} and namespace {quote(namespace)} "
+        f"does not price unknown GPUs; set annotation {ANNOTATION_GPU_TYPE} or a GPU nodeSelector "
+        f"such as nvidia.com/gpu.product"
+    )
+
+
+def unknown_gpu_priced(gpu: str, usd_per_hour: float, labels: Iterable[str]) -> str:
+    return warning(
+        f"GPU type not pinned{_unknown_labels(labels)}; priced as {gpu} ({money(usd_per_hour)}/h), "
+        f"the dearest it could be; set {ANNOTATION_GPU_TYPE} or a GPU nodeSelector"
+    )
+
+
+def _annotation_alone(annotated: str) -> str:
+    return f"{ANNOTATION_GPU_TYPE}={annotated} alone does not keep the pod on {annotated} nodes"
+
+
+def annotation_alone_denied(annotated: str, namespace: str) -> str:
+    return (
+        f"{_annotation_alone(annotated)}, and namespace {quote(namespace)} does not price "
+        f"unpinned GPUs (policy gpu_type_annotation: checked); pin {annotated} with a GPU "
+        f"nodeSelector such as nvidia.com/gpu.product"
+    )
+
+
+def annotation_alone_priced(annotated: str, gpu: str, usd_per_hour: float) -> str:
+    return warning(
+        f"{_annotation_alone(annotated)} (policy gpu_type_annotation: checked); priced as {gpu} "
+        f"({money(usd_per_hour)}/h), the dearest it could be; pin {annotated} with a GPU "
+        f"nodeSelector"
+    )
+
+
+def annotation_outpriced(annotated: str, allowed: str) -> str:
+    return warning(
+        f"{ANNOTATION_GPU_TYPE} says {annotated} but the node selectors allow {allowed}; "
+        f"priced as {allowed}"
+    )
+
+
+def default_runtime(seconds: int) -> str:
+    return warning(
+        f"no {ANNOTATION_MAX_RUNTIME} annotation; default runtime {format_hours(seconds)} injected "
+        f"(spec.activeDeadlineSeconds={seconds})"
+    )
+
+
+def default_runtime_not_injected(seconds: int) -> str:
+    return warning(
+        f"no {ANNOTATION_MAX_RUNTIME} annotation; priced at the default {format_hours(seconds)}, "
+        f"which enforce mode would set as spec.activeDeadlineSeconds"
+    )
+
+
+def deadline_lowered(old: int, new: int) -> str:
+    return warning(
+        f"spec.activeDeadlineSeconds lowered from {old} to {new} (the declared max runtime)"
+    )
+
+
+def runtime_ignored_for_serving() -> str:
+    return warning(
+        f"{ANNOTATION_MAX_RUNTIME} is ignored for serving pods (owned by a ReplicaSet, StatefulSet "
+        f"or DaemonSet): they are priced per month and get no deadline"
+    )
+
+
+def invalid_max_fanout(value: object) -> str:
+    return (
+        f"annotation {ANNOTATION_MAX_FANOUT}={quote(value)} is not a whole number; declare the "
+        f"most items a withParam loop can have, e.g. 50"
+    )
+
+
+def unknown_template(name: str) -> str:
+    return f"a step calls template {quote(name)}, which the workflow does not define"
+
+
+def template_ref_unresolved(where: str, owner: str, template: str) -> str:
+    return (
+        f"{where} uses template {quote(template)} of WorkflowTemplate {quote(owner)}, which "
+        f"costgate cannot read, so its GPUs are not priced"
+    )
+
+
+def workflow_template_ref(name: str) -> str:
+    return (
+        f"the workflow runs WorkflowTemplate {quote(name)}, which costgate cannot read, so its "
+        f"GPUs are not priced; submit the template first, or estimate both together with "
+        f"costgate estimate -f template.yaml -f workflow.yaml"
+    )
+
+
+def unresolved_denied(detail: str, namespace: str) -> str:
+    return f"{detail}; namespace {quote(namespace)} denies workloads it cannot price"
+
+
+def resource_template(name: str) -> str:
+    return warning(
+        f"template {quote(name)} creates an object; its GPUs are priced when it is created"
+    )
+
+
+def unreadable_patch(where: str) -> str:
+    return (
+        f"{where} cannot be read at admission (it is not JSON or YAML until Argo fills in its "
+        f"{{{{...}}}} parameters), so the GPUs it may set cannot be priced; request GPUs in "
+        f"the template's resources instead"
+    )
+
+
+def ignored_patch(where: str) -> str:
+    return warning(f"{where} cannot be read at admission; it names no resources, so ignored")

@@ -1,0 +1,65 @@
+"""The cost gate: a workload dearer than its namespace's threshold needs an approval that
+covers it (signed by an approver who may approve here, not by its requester or owner)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .. import messages
+from ..types import ANNOTATION_APPROVAL, Approval, Estimate, Reason
+from .approval import check_approval
+from .context import NOTHING, Context, Finding
+
+__all__ = ["OPEN", "Gate", "gate", "threshold"]
+
+
+class Gate(NamedTuple):
+    finding: Finding
+    approval: Approval | None  # the approval that lifted the gate
+
+
+OPEN = Gate(NOTHING, None)  # under the threshold: nothing found, nothing needed
+
+
+def threshold(context: Context) -> float:
+    """The most a workload may cost without approval: per run, or per month for serving."""
+    policy = context.policy
+    if context.workload.workload_class == "serving":
+        return policy.serving_threshold_usd_per_month
+    return policy.threshold_usd
+
+
+def gate(context: Context, estimate: Estimate, cost_text: str) -> Gate:
+    limit = threshold(context)
+    if estimate.usd <= limit:
+        return OPEN
+    workload, policy = context.workload, context.policy
+    namespace = workload.namespace
+    if policy.over_threshold == "deny":
+        text = messages.over_threshold(estimate, limit, namespace, cost_text, approvals=False)
+        return Gate(Finding((Reason("over-threshold", text),)), None)
+    token = workload.annotations.get(ANNOTATION_APPROVAL)
+    if not token:
+        text = messages.over_threshold(estimate, limit, namespace, cost_text)
+        return Gate(Finding((Reason("over-threshold", text),)), None)
+    if context.verify is None:
+        return Gate(Finding((Reason("invalid-approval", messages.approvals_disabled()),)), None)
+    verified = (
+        context.verify(token)
+        if type(token) is str
+        else Reason("invalid-approval", messages.approval_malformed("not a string"))
+    )
+    if isinstance(verified, Reason):
+        return Gate(Finding((verified,)), None)
+    problems = check_approval(
+        verified,
+        workload=workload,
+        estimate=estimate,
+        policy=policy,
+        now=context.now,
+        skew=context.skew,
+        requester=context.requester,
+    )
+    if problems:
+        return Gate(Finding(tuple(problems)), None)
+    return Gate(Finding(warnings=(messages.approved(verified),)), verified)

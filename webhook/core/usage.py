@@ -1,0 +1,148 @@
+"""What workloads hold and what they may hold: quotas, budgets, usage, budget charges, and the
+label names that attribute a workload to an owner and an experiment.
+
+Values only, with their arithmetic; the rules that compare them live in `rules.limits`.
+The current use comes from a `UsageView` the edge passes in (a watch cache of the cluster,
+or memory), so nothing here waits on I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Literal, NamedTuple, Protocol
+
+__all__ = [
+    "EXPERIMENT_LABEL",
+    "OWNER_LABEL",
+    "Budget",
+    "BudgetCharge",
+    "BudgetPeriod",
+    "Quota",
+    "Totals",
+    "Usage",
+    "UsageView",
+    "budget_period",
+    "without",
+]
+
+# Attribution: who answers for a GPU workload, and what it is for.
+OWNER_LABEL = "owner"
+EXPERIMENT_LABEL = "experiment"
+BudgetPeriod = Literal["lifetime", "month"]
+_NONE: Mapping[str, float] = MappingProxyType({})
+
+
+class Quota(NamedTuple):
+    """Caps on what runs at once; None (or absent from max_gpus_by_type) means no cap."""
+
+    max_gpus: float | None = None
+    max_gpus_by_type: tuple[tuple[str, float], ...] = ()
+    max_committed_usd: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return (
+            self.max_gpus is None and not self.max_gpus_by_type and self.max_committed_usd is None
+        )
+
+
+class Budget(NamedTuple):
+    """What each experiment of a namespace may spend: `usd` by default, or its own line in
+    `experiments`, over its whole life or per calendar month (UTC)."""
+
+    usd: float | None = None
+    period: BudgetPeriod = "lifetime"
+    experiments: tuple[tuple[str, float], ...] = ()
+
+    def limit_for(self, experiment: str) -> float | None:
+        for name, usd in self.experiments:
+            if name == experiment:
+                return usd
+        return self.usd
+
+
+class Usage(NamedTuple):
+    """What one live workload holds: the unit a state store adds up."""
+
+    namespace: str
+    owner: str
+    experiment: str
+    gpus: float  # at its busiest moment, MIG slices as fractions of a GPU
+    gpus_by_type: tuple[tuple[str, float], ...]
+    usd: float  # its estimate: the cost it commits
+
+
+class Totals(NamedTuple):
+    """The sum of the usages of a namespace's (or an owner's) live workloads."""
+
+    gpus: float = 0.0
+    gpus_by_type: Mapping[str, float] = _NONE
+    usd: float = 0.0
+    workloads: int = 0
+
+
+class UsageView(Protocol):
+    """Current use, read without waiting: the watch cache or the in-memory store."""
+
+    def namespace_totals(self, namespace: str) -> Totals: ...
+
+    def owner_totals(self, namespace: str, owner: str) -> Totals: ...
+
+    def spent(self, namespace: str, experiment: str, period: str) -> float: ...
+
+
+class BudgetCharge(NamedTuple):
+    """A budget the edge must charge in its ledger once the workload is admitted."""
+
+    namespace: str
+    experiment: str
+    period: str  # "lifetime" or "YYYY-MM"
+    usd: float
+    limit: float
+    enforce: bool = True  # False in warn mode: record the spend even above the limit
+
+
+def budget_period(period: BudgetPeriod, now: float) -> str:
+    """The ledger key of the period `now` falls in."""
+    return "lifetime" if period == "lifetime" else time.strftime("%Y-%m", time.gmtime(now))
+
+
+def _minus(totals: Totals, usage: Usage) -> Totals:
+    by_type = dict(totals.gpus_by_type)
+    for gpu_type, count in usage.gpus_by_type:
+        by_type[gpu_type] = max(0.0, by_type.get(gpu_type, 0.0) - count)
+    return Totals(
+        max(0.0, totals.gpus - usage.gpus),
+        by_type,
+        max(0.0, totals.usd - usage.usd),
+        max(0, totals.workloads - 1),
+    )
+
+
+class _Without:
+    """A view without one workload's own use: an update is measured against the rest."""
+
+    def __init__(self, view: UsageView, old: Usage) -> None:
+        self._view = view
+        self._old = old
+
+    def namespace_totals(self, namespace: str) -> Totals:
+        totals = self._view.namespace_totals(namespace)
+        return _minus(totals, self._old) if namespace == self._old.namespace else totals
+
+    def owner_totals(self, namespace: str, owner: str) -> Totals:
+        totals = self._view.owner_totals(namespace, owner)
+        same = namespace == self._old.namespace and owner == self._old.owner
+        return _minus(totals, self._old) if same else totals
+
+    def spent(self, namespace: str, experiment: str, period: str) -> float:
+        spent = self._view.spent(namespace, experiment, period)
+        same = namespace == self._old.namespace and experiment == self._old.experiment
+        return max(0.0, spent - self._old.usd) if same else spent
+
+
+def without(view: UsageView, old: Usage | None) -> UsageView:
+    """`view` as if the workload that held `old` were not there (for updates)."""
+    return view if old is None else _Without(view, old)

@@ -1,0 +1,177 @@
+"""The schemas of the pricing and policy files (pydantic): what a valid file holds, with
+the checks that a field or the file as a whole must pass. `webhook.tables` validates a
+file with them and turns the result into the core's types.
+
+The classes keep their underscored names: pydantic puts a model's name in some messages
+("Input should be a valid dictionary or instance of _Quota").
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .core.quantities import parse_duration
+
+__all__ = ["_Budget", "_NamespaceRules", "_Policy", "_Pricing", "_Quota"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_GPU_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+class _Gpu(_Strict):
+    name: str
+    resource: str
+    usd_per_hour: Annotated[float, Field(gt=0, lt=10_000)]
+    source: Annotated[str, Field(min_length=1)]
+    source_url: str = ""
+    as_of: str
+    aliases: dict[str, list[str]] = {}
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _date(cls, value: object) -> str:
+        text = str(value)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError("must be a date YYYY-MM-DD")
+        return text
+
+
+class _Resource(_Strict):
+    fraction: str | float = 1.0
+    of: list[str] = []
+    like: str = ""
+
+    @field_validator("fraction")
+    @classmethod
+    def _fraction(cls, value: str | float) -> str | float:
+        try:
+            number = Fraction(str(value))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError("must be a number or a fraction such as 1/7") from None
+        if not 0 < number <= 1:
+            raise ValueError("must be more than 0 and at most 1")
+        return value
+
+
+class _Instance(_Strict):
+    gpu: str
+    count: Annotated[int, Field(ge=1, le=64)]
+    usd_per_hour: Annotated[float, Field(gt=0)] | None = None
+
+
+class _Pricing(_Strict):
+    version: Literal[1]
+    currency: Literal["USD"]
+    basis: str = ""
+    label_keys: list[str]
+    instance_type_label_keys: list[str] = []
+    resources: dict[str, _Resource]
+    gpus: dict[str, _Gpu]
+    instance_types: dict[str, _Instance] = {}
+
+    @model_validator(mode="after")
+    def _references(self) -> _Pricing:
+        if not self.gpus:
+            raise ValueError("gpus: the table lists no GPU type")
+        for gpu_id, gpu in self.gpus.items():
+            if not _GPU_ID.fullmatch(gpu_id):
+                raise ValueError(f"gpus.{gpu_id}: ids are lowercase letters, digits and '-'")
+            if gpu.resource not in self.resources:
+                raise ValueError(f"gpus.{gpu_id}.resource: {gpu.resource} is not in resources")
+            for key in gpu.aliases:
+                if key not in self.label_keys:
+                    raise ValueError(f"gpus.{gpu_id}.aliases: {key} is not in label_keys")
+        for name, rule in self.resources.items():
+            for gpu_id in rule.of:
+                if gpu_id not in self.gpus:
+                    raise ValueError(f"resources.{name}.of: unknown GPU {gpu_id}")
+            if rule.like and rule.like not in self.resources:
+                raise ValueError(f"resources.{name}.like: {rule.like} is not in resources")
+        for name, instance in self.instance_types.items():
+            if instance.gpu not in self.gpus:
+                raise ValueError(f"instance_types.{name}.gpu: unknown GPU {instance.gpu}")
+        return self
+
+
+_Duration = Annotated[str, Field(min_length=1)]
+_Gpus = Annotated[float, Field(ge=0)]
+_Usd = Annotated[float, Field(ge=0)]
+
+
+class _Quota(_Strict):
+    max_gpus: _Gpus | None = None
+    max_gpus_by_type: dict[str, _Gpus] = {}
+    max_committed_usd: _Usd | None = None
+
+
+class _Budget(_Strict):
+    usd: _Usd | None = None  # each experiment's budget
+    period: Literal["lifetime", "month"] = "lifetime"
+    experiments: dict[str, _Usd] = {}  # experiments with their own budget
+
+
+class _NamespaceRules(_Strict):
+    required_labels: list[str] | None = None
+    default_runtime: _Duration | None = None
+    max_runtime: _Duration | None = None
+    threshold_usd: Annotated[float, Field(ge=0)] | None = None
+    serving_threshold_usd_per_month: Annotated[float, Field(ge=0)] | None = None
+    unknown_gpu: Literal["most-expensive", "deny"] | None = None
+    mode: Literal["enforce", "warn"] | None = None
+    max_gpus_per_pod: Annotated[int, Field(ge=1)] | None = None
+    unresolved_templates: Literal["deny", "warn"] | None = None
+    over_threshold: Literal["require-approval", "deny"] | None = None
+    approvers: list[str] | None = None  # approver names, key ids, or group:<name>
+    max_approval_usd: Annotated[float, Field(gt=0)] | None = None
+    allowed_gpu_types: list[str] | None = None
+    quota: _Quota | None = None
+    owner_quota: _Quota | None = None
+    owners: dict[str, _Quota] | None = None
+    budget: _Budget | None = None
+    quota_warning_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    gpu_type_annotation: Literal["trusted", "checked"] | None = None
+
+    @field_validator(
+        "default_runtime", "max_runtime", "approval_clock_skew", mode="before", check_fields=False
+    )
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if value is not None and parse_duration(str(value)) is None:
+            raise ValueError("must be a duration such as 90m, 12h, 7d or 3600")
+        return None if value is None else str(value)
+
+    @field_validator("required_labels")
+    @classmethod
+    def _labels(cls, value: list[str] | None) -> list[str] | None:
+        for key in value or ():
+            if not re.fullmatch(r"([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", key):
+                raise ValueError(f"{key!r} is not a label key")
+        return value
+
+
+class _Controller(_Strict):
+    kind: str
+    api_group: str
+    role: Literal["priced", "serving"]
+    users: list[str]
+    creates: list[str] = ["Pod"]
+
+
+class _Policy(_NamespaceRules):
+    version: Literal[1]
+    on_internal_error: Literal["deny", "allow"] = "deny"
+    on_state_unavailable: Literal["deny", "allow"] = "deny"
+    hours_per_month: Annotated[float, Field(gt=0, le=744)] = 730.0
+    approval_clock_skew: _Duration = "60s"
+    approver_groups: dict[str, list[str]] = {}
+    exempt_namespaces: list[str] = []
+    controllers: list[_Controller] = []
+    namespaces: dict[str, _NamespaceRules] = {}
