@@ -9,6 +9,11 @@ body take turns batch by batch. "median" is the median over batches of the batch
 call; "p99" the 99th percentile of all single calls. Each body's measurement waits for a quiet
 machine and is repeated when another process took CPU meanwhile (bench/quiet.py).
 
+bench/against.py drives these same paths (`prepare`, `paths`, `sample`) in two processes, one
+per `webhook` package, to compare a revision with the work tree: this module imports from
+`webhook` only what both sides have (`load_config`, `Config`, `evaluate`, `parse_review`,
+`AdmissionService`).
+
     python bench/core.py    # this part alone
 """
 
@@ -22,23 +27,54 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-from quiet import quietly
+from quiet import once, quietly
 from report import Row, percentile, render
 
 from webhook.admission import parse_review
 from webhook.core.engine import Config, evaluate
-from webhook.core.types import Decision
-from webhook.service import AdmissionService, Endpoint
+from webhook.service import AdmissionService
 from webhook.tables import load_config
 
-__all__ = ["CASES", "FIXTURES", "Case", "Timing", "measure", "run"]
+if TYPE_CHECKING:
+    from webhook.service import Endpoint
+
+__all__ = [
+    "CASES",
+    "FIXTURES",
+    "FULL",
+    "QUICK",
+    "Case",
+    "Plan",
+    "Timing",
+    "check_answer",
+    "measure",
+    "paths",
+    "prepare",
+    "run",
+    "sample",
+    "summarize",
+]
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "admission"
 WARMUP_CALLS = 2_000
 BATCHES = 20
 CALLS_PER_BATCH = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How many calls: warm-up calls per path, then batches of calls per path."""
+
+    warmup_calls: int = WARMUP_CALLS
+    batches: int = BATCHES
+    calls_per_batch: int = CALLS_PER_BATCH
+
+
+FULL = Plan()
+QUICK = Plan(warmup_calls=50, batches=3, calls_per_batch=100)  # `run.py --quick`: a smoke
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,47 +101,92 @@ class Timing:
     calls: int
 
 
-def _batch(call: Callable[[], object]) -> list[int]:
-    """CALLS_PER_BATCH calls of `call`, each timed in nanoseconds."""
+Samples = tuple[list[float], list[int]]  # (mean ns per call of each batch, every call's ns)
+
+
+def _batch(call: Callable[[], object], calls: int) -> list[int]:
+    """`calls` calls of `call`, each timed in nanoseconds."""
     clock = time.perf_counter_ns
-    batch = [0] * CALLS_PER_BATCH
-    for i in range(CALLS_PER_BATCH):
+    batch = [0] * calls
+    for i in range(calls):
         start = clock()
         call()
         batch[i] = clock() - start
     return batch
 
 
-def measure(calls: Mapping[str, Callable[[], object]]) -> dict[str, Timing]:
-    """Time each call as described in the module docstring. Their batches take turns, so a
-    slow moment of the machine falls on all of them alike, and the medians leave it out."""
+def warm(calls: Mapping[str, Callable[[], object]], count: int) -> None:
     for call in calls.values():
-        for _ in range(WARMUP_CALLS):
+        for _ in range(count):
             call()
-    batch_means: dict[str, list[float]] = {name: [] for name in calls}
-    singles: dict[str, list[int]] = {name: [] for name in calls}
-    for _ in range(BATCHES):
+
+
+def sample(
+    calls: Mapping[str, Callable[[], object]], batches: int, calls_per_batch: int
+) -> dict[str, Samples]:
+    """`batches` batches of each call, their batches taking turns, so a slow moment of the
+    machine falls on all of them alike."""
+    found: dict[str, Samples] = {name: ([], []) for name in calls}
+    for _ in range(batches):
         for name, call in calls.items():
-            batch = _batch(call)
-            batch_means[name].append(sum(batch) / CALLS_PER_BATCH)
-            singles[name].extend(batch)
-    timings = {}
-    for name in calls:
-        ordered = sorted(singles[name])
-        timings[name] = Timing(
-            median_us=statistics.median(batch_means[name]) / 1000,
-            p50_us=percentile(ordered, 0.50) / 1000,
-            p99_us=percentile(ordered, 0.99) / 1000,
-            calls=len(ordered),
-        )
-    return timings
+            batch = _batch(call, calls_per_batch)
+            found[name][0].append(sum(batch) / calls_per_batch)
+            found[name][1].extend(batch)
+    return found
 
 
-def _parse_and_evaluate(body: bytes, config: Config) -> Decision:
+def summarize(batch_means: list[float], singles: list[int]) -> Timing:
+    ordered = sorted(singles)
+    return Timing(
+        median_us=statistics.median(batch_means) / 1000,
+        p50_us=percentile(ordered, 0.50) / 1000,
+        p99_us=percentile(ordered, 0.99) / 1000,
+        calls=len(ordered),
+    )
+
+
+def measure(calls: Mapping[str, Callable[[], object]], plan: Plan = FULL) -> dict[str, Timing]:
+    """Time each call as described in the module docstring; the medians leave a slow moment
+    of the machine out."""
+    warm(calls, plan.warmup_calls)
+    found = sample(calls, plan.batches, plan.calls_per_batch)
+    return {name: summarize(*found[name]) for name in calls}
+
+
+def _parse_and_evaluate(body: bytes, config: Config) -> object:
     return evaluate(parse_review(body), config=config)
 
 
-def _check_answer(service: AdmissionService, body: bytes, case: Case) -> None:
+def prepare() -> tuple[Config, AdmissionService]:
+    """The bundled Config and a service on it, start-up objects frozen out of the collector
+    as the server does (webhook/server/app.py), so full collections do not walk them."""
+    config = load_config()
+    service = AdmissionService(config)
+    gc.collect()
+    gc.freeze()
+    return config, service
+
+
+def paths(
+    case: Case, body: bytes, config: Config, service: AdmissionService
+) -> dict[str, Callable[[], object]]:
+    """The three paths timed for a body: the parse alone, the decision core with the wire
+    parsing, and what the server calls per request."""
+    return {
+        "parse": partial(orjson.loads, body),
+        "core": partial(_parse_and_evaluate, body, config),
+        "full": partial(service.handle, body, case.endpoint),
+    }
+
+
+PATH_LABELS = {
+    "parse": "orjson.loads(body)",
+    "core": "evaluate(parse_review(body))",
+    "full": "AdmissionService.handle(body, {endpoint!r})",
+}
+
+
+def check_answer(service: AdmissionService, body: bytes, case: Case) -> None:
     """Refuse to time a path that gives the wrong answer."""
     answer = service.handle(body, case.endpoint)
     review = orjson.loads(answer.body)
@@ -130,55 +211,44 @@ def _result(timing: Timing) -> str:
     return f"median {timing.median_us:.1f} µs, p99 {timing.p99_us:.1f} µs"
 
 
-def run(log: Callable[[str], None] = print) -> list[Row]:
-    """The core rows; raises RuntimeError when a path answers wrongly."""
-    config = load_config()
-    service = AdmissionService(config)
-    # As in production: the server freezes its start-up objects out of the collector
-    # (webhook/server/app.py), so full collections do not walk them between reviews.
-    gc.collect()
-    gc.freeze()
+def run(log: Callable[[str], None] = print, quick: bool = False) -> list[Row]:
+    """The core rows; raises RuntimeError when a path answers wrongly. `quick`: a few calls,
+    no waiting for a quiet machine (a smoke, not a measurement)."""
+    config, service = prepare()
+    plan, measured = (QUICK, once) if quick else (FULL, quietly)
     rows: list[Row] = []
     for case in CASES:
         body = (FIXTURES / case.fixture).read_bytes()
-        _check_answer(service, body, case)
+        check_answer(service, body, case)
         log(f"core: {case.label} ({len(body)} bytes)")
-        calls = {
-            "parse": partial(orjson.loads, body),
-            "core": partial(_parse_and_evaluate, body, config),
-            "full": partial(service.handle, body, case.endpoint),
-        }
-        timings, others = quietly(partial(measure, calls), log)
+        calls = paths(case, body, config, service)
+        timings, others = measured(partial(measure, calls, plan), log)
         parse, core, full = timings["parse"], timings["core"], timings["full"]
         target = f"median ≤ {case.target_us:g} µs"
         share = f"{100 * parse.median_us / full.median_us:.0f}% of handle()"
         rows.append(
             Row(
                 "core",
-                f"core {case.label}: orjson.loads(body)",
+                f"core {case.label}: {PATH_LABELS['parse']}",
                 f"{_result(parse)} ({share})",
                 others_cpu=others,
                 data={**_data(parse), "bytes": len(body)},
             )
         )
-        targeted = [
-            ("evaluate(parse_review(body))", core),
-            (f"AdmissionService.handle(body, {case.endpoint!r})", full),
-        ]
         rows += [
             Row(
                 "core",
-                f"core {case.label}: {path}",
+                f"core {case.label}: {PATH_LABELS[path].format(endpoint=case.endpoint)}",
                 _result(timing),
                 target,
                 timing.median_us <= case.target_us,
                 others_cpu=others,
                 data=_data(timing),
             )
-            for path, timing in targeted
+            for path, timing in (("core", core), ("full", full))
         ]
     return rows
 
 
 if __name__ == "__main__":
-    print(render(run(lambda line: print(line, file=sys.stderr))))
+    print(render(run(lambda line: print(line, file=sys.stderr), quick="--quick" in sys.argv)))

@@ -27,6 +27,9 @@ measures contention, not scaling. Latency counts from when a request was due, no
 
     python bench/load.py                         # ramp and half for 1 and 2 workers, soak 1
     python bench/load.py --workers 1 --soak-seconds 60
+
+`run.py --quick` runs `run(quick=True)`: 1 worker unpinned, one 1 s step at 250/s, 1 s at half
+of it and a 1 s soak, without waiting for a quiet machine (a smoke, not a measurement).
 """
 
 from __future__ import annotations
@@ -92,14 +95,44 @@ MIX = tuple(
 @dataclass(slots=True)
 class Config:
     workers: int
-    server_cpus: str
+    server_cpus: str | None  # None: the server is not pinned
     load_cpus: str | None  # None: the generator is not pinned
 
 
-def _config(workers: int) -> Config:
+def _config(workers: int, pin: bool = True) -> Config:
+    if not pin:
+        return Config(workers, None, None)
     if workers == 1:
         return Config(1, str(SERVER_CPU), str(LOAD_CPU))
     return Config(workers, f"{SERVER_CPU},{LOAD_CPU}", None)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How long each part runs: the full benchmark, or the quick smoke."""
+
+    step_seconds: float = STEP_SECONDS
+    step_warmup: float = STEP_WARMUP
+    max_steps: int | None = None  # None: until a step fails
+    bisections: int = BISECTIONS
+    half_seconds: float = HALF_SECONDS
+    rss_every: float = RSS_EVERY
+    pin: bool = True  # taskset: server and generator on their CPUs
+    patient: bool = True  # wait for a quiet machine before each step
+
+
+FULL = Plan()
+QUICK = Plan(
+    step_seconds=1.0,
+    step_warmup=0.5,
+    max_steps=1,
+    bisections=0,
+    half_seconds=1.0,
+    rss_every=0.25,
+    pin=False,
+    patient=False,
+)
+QUICK_SOAK_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -247,22 +280,25 @@ def _check_mix(client: httpx.Client) -> None:
             )
 
 
-def _ramp(measure: Callable[[float], Step], log: Callable[[str], None]) -> list[Step]:
-    """Rising rates until one fails, then bisection: every step, in the order run."""
+def _ramp(
+    measure: Callable[[float], Step], log: Callable[[str], None], plan: Plan = FULL
+) -> list[Step]:
+    """Rising rates until one fails (or `plan.max_steps` ran), then bisection: every step, in
+    the order run."""
     steps: list[Step] = []
     rate = START_RATE
     while True:
         step = measure(rate)
         steps.append(step)
         log(f"  {'held' if step.held else 'FAILED'} {step.describe()}")
-        if not step.held:
+        if not step.held or (plan.max_steps is not None and len(steps) >= plan.max_steps):
             break
         rate = round(rate * STEP_FACTOR / 10) * 10
     held = [s.rate for s in steps if s.held]
-    if not held:
+    if not held or steps[-1].held:
         return steps
     low, high = max(held), steps[-1].rate
-    for _ in range(BISECTIONS):
+    for _ in range(plan.bisections):
         middle = round((low + high) / 2 / 10) * 10
         if middle in (low, high):
             break
@@ -274,9 +310,13 @@ def _ramp(measure: Callable[[float], Step], log: Callable[[str], None]) -> list[
 
 
 def _run_workers(
-    workers: int, soak_seconds: float, log: Callable[[str], None], directory: Path
+    workers: int,
+    soak_seconds: float,
+    log: Callable[[str], None],
+    directory: Path,
+    plan: Plan = FULL,
 ) -> list[Row]:
-    config = _config(workers)
+    config = _config(workers, plan.pin)
     port = free_port()
     cert_dir = directory / f"certs-{workers}"
     ca = cert_dir / "ca.crt"
@@ -287,7 +327,8 @@ def _run_workers(
     )
     label = f"{workers} worker{'s' if workers > 1 else ''}"
     rows: list[Row] = []
-    log(f"load: costgate serve --workers {workers} on CPUs {config.server_cpus}, port {port}")
+    where = "unpinned" if config.server_cpus is None else f"on CPUs {config.server_cpus}"
+    log(f"load: costgate serve --workers {workers} {where}, port {port}")
     with serve(port, cert_dir, server_log, config.server_cpus, workers) as process:
         wait_for_ca(ca, process, server_log)
         context = ssl.create_default_context(cafile=str(ca))
@@ -298,12 +339,13 @@ def _run_workers(
         log(f"load: every request of the mix answered ({len(MIX)} kinds)")
         live = tree_pids(process.pid)
 
-        def measure(rate: float, seconds: float = STEP_SECONDS) -> Step:
-            wait_quiet(log, live)
+        def measure(rate: float, seconds: float = plan.step_seconds) -> Step:
+            if plan.patient:
+                wait_quiet(log, live)
             before = CpuTimes.now(live)
             server_before, load_before = cpu_seconds(live), _children_seconds()
             started = time.monotonic()
-            result = _offer(port, mix, ca, config, rate, seconds, STEP_WARMUP)
+            result = _offer(port, mix, ca, config, rate, seconds, plan.step_warmup)
             elapsed = time.monotonic() - started
             return Step(
                 rate,
@@ -314,19 +356,25 @@ def _run_workers(
             )
 
         log(f"load: ramp from {START_RATE:.0f}/s, ×{STEP_FACTOR} until p99 > {P99_LIMIT_MS} ms")
-        steps = _ramp(measure, log)
+        steps = _ramp(measure, log, plan)
         held = [s for s in steps if s.held]
-        if not held:
+        if not held and plan.max_steps is None:
             raise RuntimeError(f"{label}: not even {START_RATE:.0f}/s held:\n{tail(server_log)}")
-        sustained = max(held, key=lambda s: s.rate)
-        first_failed = min((s for s in steps if not s.held), key=lambda s: s.rate)
+        # The quick run's one step stands for the sustained rate whether it held or not.
+        sustained = max(held or steps, key=lambda s: s.rate)
+        failed = [s for s in steps if not s.held]
+        first_failed = min(failed, key=lambda s: s.rate) if failed else None
+        beyond = (
+            f"at {first_failed.rate:,.0f}/s: p99 {first_failed.result['p99_ms']:.1f} ms"
+            if first_failed is not None
+            else f"no faster step: {len(steps)} run"
+        )
         rows.append(
             Row(
                 "load",
                 f"load {label}: sustained rate (p99 ≤ {P99_LIMIT_MS:g} ms)",
                 f"{sustained.rate:,.0f}/s, CPU server {sustained.server_cpu:.0%} / load "
-                f"{sustained.load_cpu:.0%} (at {first_failed.rate:,.0f}/s: p99 "
-                f"{first_failed.result['p99_ms']:.1f} ms)",
+                f"{sustained.load_cpu:.0%} ({beyond})",
                 others_cpu=max(s.others_cpu for s in steps),
                 data={
                     "sustained_rate": sustained.rate,
@@ -337,13 +385,13 @@ def _run_workers(
             )
         )
         half = sustained.rate / 2
-        log(f"load: {half:,.0f}/s for {HALF_SECONDS:g} s (50% of the sustained rate)")
-        step = measure(half, HALF_SECONDS)
+        log(f"load: {half:,.0f}/s for {plan.half_seconds:g} s (50% of the sustained rate)")
+        step = measure(half, plan.half_seconds)
         log(f"  {step.describe()}")
         rows.append(
             Row(
                 "load",
-                f"load {label}: 50% of sustained, {half:,.0f}/s for {HALF_SECONDS:g} s",
+                f"load {label}: 50% of sustained, {half:,.0f}/s for {plan.half_seconds:g} s",
                 f"p50 {step.result['p50_ms']:.2f} ms, p99 {step.result['p99_ms']:.2f} ms, "
                 f"p99.9 {step.result['p999_ms']:.2f} ms",
                 f"p99 ≤ {P99_LIMIT_MS:g} ms",
@@ -354,8 +402,8 @@ def _run_workers(
             )
         )
         if soak_seconds > 0:
-            log(f"soak: {half:,.0f}/s for {soak_seconds:g} s, RSS every {RSS_EVERY:g} s")
-            with _sampling(process.pid, RSS_EVERY) as memory:
+            log(f"soak: {half:,.0f}/s for {soak_seconds:g} s, RSS every {plan.rss_every:g} s")
+            with _sampling(process.pid, plan.rss_every) as memory:
                 soak = measure(half, soak_seconds)
             rows.append(_soak_row(label, half, soak_seconds, soak, memory))
             log(f"  {rows[-1].result}")
@@ -408,13 +456,18 @@ def run(
     soak_seconds: float = SOAK_SECONDS,
     soak_workers: tuple[int, ...] = (1,),
     log: Callable[[str], None] = print,
+    quick: bool = False,
 ) -> list[Row]:
+    """The load rows. `quick`: 1 worker, the QUICK plan, whatever the other arguments say."""
+    plan = FULL
+    if quick:
+        plan, workers, soak_seconds, soak_workers = QUICK, (1,), QUICK_SOAK_SECONDS, (1,)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="costgate-load-") as tmp:
         for count in workers:
             soak = soak_seconds if count in soak_workers else 0.0
             try:
-                rows += _run_workers(count, soak, log, Path(tmp))
+                rows += _run_workers(count, soak, log, Path(tmp), plan)
             except RuntimeError as exc:  # the other worker counts still run
                 log(f"load: {count} worker(s) failed: {exc}")
                 rows.append(Row("load", f"load {count} worker(s)", str(exc)[:200], ok=False))
@@ -426,18 +479,21 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--soak-seconds", type=float, default=SOAK_SECONDS)
     parser.add_argument("--soak-workers", type=int, nargs="*", default=[1])
+    parser.add_argument("--quick", action="store_true", help="a smoke: seconds, nothing written")
     args = parser.parse_args()
-    if len(os.sched_getaffinity(0)) < 2:
+    if len(os.sched_getaffinity(0)) < 2 and not args.quick:
         print("load benchmark needs two CPUs", file=sys.stderr)
         return 1
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    rows = run(tuple(args.workers), args.soak_seconds, tuple(args.soak_workers), log)
+    workers, soak_workers = tuple(args.workers), tuple(args.soak_workers)
+    rows = run(workers, args.soak_seconds, soak_workers, log, args.quick)
     print(render(rows))
-    write_json(rows, RESULTS)
-    print(f"written to {RESULTS.relative_to(BENCH.parent)}")
+    if not args.quick:
+        write_json(rows, RESULTS)
+        print(f"written to {RESULTS.relative_to(BENCH.parent)}")
     return 0 if all(row.ok for row in rows) else 1
 
 

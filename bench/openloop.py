@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import random
 import socket
 import ssl
@@ -207,12 +208,17 @@ def run(
     for connection in pool:
         connection.close()
 
-    measured = [s for s in samples if s.due >= start + warmup]
+    # The first request measured is the first due at or after the warm-up; its due time is
+    # computed as the workers compute theirs, so the comparison is exact (warmup * rate need
+    # not be a whole number).
+    first = math.ceil(round(warmup * rate, 6))
+    measured_from = start + first * interval
+    measured = [s for s in samples if s.due >= measured_from]
     latencies = sorted((s.done - s.due) * 1000 for s in measured)
     service = sorted((s.done - s.sent) * 1000 for s in measured)
     lags = sorted((s.sent - s.due) * 1000 for s in measured)
     span = max((s.done for s in measured), default=start) - (start + warmup)
-    expected = total - round(warmup * rate)
+    expected = total - first
     return {
         "rate": rate,
         "connections": connections,

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["ATTEMPTS", "BUSY_LIMIT", "CpuTimes", "others_share", "quietly", "wait_quiet"]
+__all__ = [
+    "ATTEMPTS",
+    "BUSY_LIMIT",
+    "CpuTimes",
+    "once",
+    "others_share",
+    "quietly",
+    "wait_quiet",
+]
 
 BUSY_LIMIT = 0.05  # other processes' share of one CPU above which a measurement is noisy
 QUIET_WAIT = 120.0  # seconds to wait for a quiet moment before measuring anyway
@@ -72,6 +80,17 @@ def wait_quiet(log: Callable[[str], None], live: Sequence[int] = ()) -> None:
             log(f"  other processes still use {share:.0%} of a CPU: measuring anyway")
             return
         log(f"  other processes use {share:.0%} of a CPU: waiting for a quiet machine")
+
+
+def once(
+    measure: Callable[[], T], log: Callable[[str], None], live: Sequence[int] = ()
+) -> tuple[T, float]:
+    """`measure()` at once, neither waiting nor measuring again (the quick smoke run): the
+    result and the share of a CPU other processes took meanwhile. Same signature as
+    `quietly`."""
+    before = CpuTimes.now(live)
+    result = measure()
+    return result, others_share(before, CpuTimes.now(live))
 
 
 def _attempt(

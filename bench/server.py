@@ -16,6 +16,9 @@ costgate's work, so each endpoint's requests/s is also shown as a ratio to /noop
 Each measurement waits for a quiet machine and is repeated when another process took CPU
 meanwhile (bench/quiet.py).
 
+Quick (`run.py --quick`, a smoke, not a measurement): the same steps unpinned and without
+waiting, wrk for 1 s per endpoint (skipped when wrk is missing) and 1 s at 200 requests/s.
+
     python bench/server.py    # this part alone
 """
 
@@ -39,7 +42,7 @@ from functools import partial
 from pathlib import Path
 
 import httpx
-from quiet import quietly
+from quiet import once, quietly
 from report import Row, render
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "WrkResult",
     "free_port",
     "missing_prerequisites",
+    "pinned",
     "run",
     "serve",
     "tail",
@@ -66,6 +70,39 @@ FIXED_RATE = 2_000
 FIXED_RATE_SECONDS = 10
 P99_TARGET_MS = 5.0
 READY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How the server is measured: the full benchmark, or the quick smoke."""
+
+    server_cpu: str | None = str(SERVER_CPU)  # None: not pinned (no taskset)
+    load_cpu: str | None = str(LOAD_CPU)
+    wrk: bool = True  # the closed-loop rows
+    wrk_seconds: int = WRK_SECONDS
+    warmup_seconds: int = WARMUP_SECONDS  # wrk on /validate before the rows; 0: none
+    fixed_rate: int = FIXED_RATE
+    fixed_rate_seconds: float = FIXED_RATE_SECONDS
+    fixed_rate_warmup: float = 2.0
+    patient: bool = True  # wait for a quiet machine, measure again when it was not
+
+
+FULL = Plan()
+
+
+def quick_plan() -> Plan:
+    """`run.py --quick`: unpinned, short, and without the wrk rows when wrk is missing."""
+    return Plan(
+        server_cpu=None,
+        load_cpu=None,
+        wrk=shutil.which("wrk") is not None,
+        wrk_seconds=1,
+        warmup_seconds=0,
+        fixed_rate=200,
+        fixed_rate_seconds=1.0,
+        fixed_rate_warmup=0.5,
+        patient=False,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +138,25 @@ class WrkResult:
         return self.requests > 0 and self.non_2xx == 0 and self.socket_errors == 0
 
 
-def missing_prerequisites() -> str | None:
-    """Why the server benchmark cannot run here, or None."""
-    if shutil.which("wrk") is None:
-        return "wrk is not installed (apt-get install -y wrk)"
-    if shutil.which("taskset") is None:
-        return "taskset is not installed (util-linux)"
-    cpus = os.sched_getaffinity(0)
-    if len(cpus) < 2 or not {SERVER_CPU, LOAD_CPU} <= cpus:
-        return f"needs CPUs {SERVER_CPU} and {LOAD_CPU}; this process may use {sorted(cpus)}"
+def missing_prerequisites(quick: bool = False) -> str | None:
+    """Why the server benchmark cannot run here, or None. The quick run needs only costgate
+    (unpinned, and without its wrk rows when wrk is missing)."""
+    if not quick:
+        if shutil.which("wrk") is None:
+            return "wrk is not installed (apt-get install -y wrk)"
+        if shutil.which("taskset") is None:
+            return "taskset is not installed (util-linux)"
+        cpus = os.sched_getaffinity(0)
+        if len(cpus) < 2 or not {SERVER_CPU, LOAD_CPU} <= cpus:
+            return f"needs CPUs {SERVER_CPU} and {LOAD_CPU}; this process may use {sorted(cpus)}"
     if not COSTGATE.exists():
         return f"{COSTGATE} not found: run `make .venv/.installed`"
     return None
+
+
+def pinned(cpus: str | None, command: list[str]) -> list[str]:
+    """`command` run by `taskset -c cpus`, or as it is when `cpus` is None."""
+    return command if cpus is None else ["taskset", "-c", cpus, *command]
 
 
 def free_port() -> int:
@@ -123,11 +167,12 @@ def free_port() -> int:
 
 @contextmanager
 def serve(
-    port: int, cert_dir: Path, log: Path, cpus: str = str(SERVER_CPU), workers: int = 1
+    port: int, cert_dir: Path, log: Path, cpus: str | None = str(SERVER_CPU), workers: int = 1
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`costgate serve` on `cpus` with /noop, stopped (SIGTERM, then SIGKILL) on exit."""
+    """`costgate serve` on `cpus` (None: unpinned) with /noop, stopped (SIGTERM, then
+    SIGKILL) on exit."""
     env = {**os.environ, "COSTGATE_NOOP_ENDPOINT": "1", "COSTGATE_LOG_LEVEL": "warning"}
-    command = ["taskset", "-c", cpus, str(COSTGATE), "serve", "--workers", str(workers)]
+    command = pinned(cpus, [str(COSTGATE), "serve", "--workers", str(workers)])
     command += ["--port", str(port), "--cert-dir", str(cert_dir)]
     with log.open("wb") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -215,8 +260,8 @@ _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 _PERCENTILE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 
 
-def _wrk(url: str, script: Path, seconds: int) -> WrkResult:
-    command = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{CONNECTIONS}"]
+def _wrk(url: str, script: Path, seconds: int, cpu: str | None = str(LOAD_CPU)) -> WrkResult:
+    command = pinned(cpu, ["wrk", "-t1", f"-c{CONNECTIONS}"])
     command += [f"-d{seconds}s", "--latency", "-s", str(script), url]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     output = done.stdout + done.stderr
@@ -258,14 +303,16 @@ def _admission_totals(client: httpx.Client, endpoint: str) -> tuple[float, float
     return totals.get("count", 0.0), totals.get("sum", 0.0)
 
 
-def _wrk_with_metrics(client: httpx.Client, target: Target, script: Path) -> WrkResult:
+def _wrk_with_metrics(
+    client: httpx.Client, target: Target, script: Path, plan: Plan = FULL
+) -> WrkResult:
     """A wrk run, with the mean time the server spent in AdmissionService.handle meanwhile."""
     url = str(client.base_url.join(target.path))
     if target is NOOP:
-        return _wrk(url, script, WRK_SECONDS)
+        return _wrk(url, script, plan.wrk_seconds, plan.load_cpu)
     endpoint = target.path.strip("/")
     count_before, seconds_before = _admission_totals(client, endpoint)
-    result = _wrk(url, script, WRK_SECONDS)
+    result = _wrk(url, script, plan.wrk_seconds, plan.load_cpu)
     count_after, seconds_after = _admission_totals(client, endpoint)
     if count_after <= count_before:
         return result
@@ -273,12 +320,16 @@ def _wrk_with_metrics(client: httpx.Client, target: Target, script: Path) -> Wrk
     return replace(result, handle_us=round(handle_us, 1))
 
 
-def _open_loop(port: int, path: str, fixture: str, cafile: Path) -> dict[str, float | int]:
-    command = ["taskset", "-c", str(LOAD_CPU), sys.executable, str(BENCH / "openloop.py")]
+def _open_loop(
+    port: int, path: str, fixture: str, cafile: Path, plan: Plan = FULL
+) -> dict[str, float | int]:
+    command = pinned(plan.load_cpu, [sys.executable, str(BENCH / "openloop.py")])
     command += ["--port", str(port), "--path", path, "--body", str(FIXTURES / fixture)]
-    command += ["--cafile", str(cafile), "--rate", str(FIXED_RATE)]
-    command += ["--seconds", str(FIXED_RATE_SECONDS), "--connections", str(CONNECTIONS)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=FIXED_RATE_SECONDS + 120)
+    command += ["--cafile", str(cafile), "--rate", str(plan.fixed_rate)]
+    command += ["--seconds", str(plan.fixed_rate_seconds), "--connections", str(CONNECTIONS)]
+    command += ["--warmup", str(plan.fixed_rate_warmup)]
+    timeout = plan.fixed_rate_warmup + plan.fixed_rate_seconds + 120
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"openloop.py failed ({done.returncode}):\n{done.stderr}")
     result: dict[str, float | int] = json.loads(done.stdout)
@@ -313,7 +364,7 @@ def _wrk_row(target: Target, result: WrkResult, noop_rps: float, others: float) 
 
 
 def _open_loop_row(
-    target: Target, result: dict[str, float | int], with_target: bool, others: float
+    target: Target, result: dict[str, float | int], with_target: bool, others: float, rate: int
 ) -> Row:
     ok = result["errors"] == 0 and result["unanswered"] == 0
     text = (
@@ -324,7 +375,7 @@ def _open_loop_row(
         text += f" ({result['errors']} errors, {result['unanswered']} unanswered)"
     return Row(
         "server",
-        f"server {FIXED_RATE:,}/s fixed rate {target.label}",
+        f"server {rate:,}/s fixed rate {target.label}",
         text,
         f"p99 ≤ {P99_TARGET_MS:g} ms" if with_target else "",
         float(result["p99_ms"]) <= P99_TARGET_MS if with_target else None,
@@ -334,8 +385,11 @@ def _open_loop_row(
     )
 
 
-def run(log: Callable[[str], None] = print) -> list[Row]:
-    """The server rows; raises RuntimeError when the server misbehaves before the load."""
+def run(log: Callable[[str], None] = print, quick: bool = False) -> list[Row]:
+    """The server rows; raises RuntimeError when the server misbehaves before the load.
+    `quick`: see the module docstring."""
+    plan = quick_plan() if quick else FULL
+    measured = quietly if plan.patient else once
     port = free_port()
     base = f"https://127.0.0.1:{port}"
     rows: list[Row] = []
@@ -344,8 +398,9 @@ def run(log: Callable[[str], None] = print) -> list[Row]:
         cert_dir = directory / "certs"
         ca = cert_dir / "ca.crt"
         server_log = directory / "server.log"
-        log(f"server: costgate serve on CPU {SERVER_CPU}, port {port}")
-        with serve(port, cert_dir, server_log) as process:
+        where = "unpinned" if plan.server_cpu is None else f"on CPU {plan.server_cpu}"
+        log(f"server: costgate serve {where}, port {port}")
+        with serve(port, cert_dir, server_log, plan.server_cpu) as process:
             wait_for_ca(ca, process, server_log)
             context = ssl.create_default_context(cafile=str(ca))
             with httpx.Client(base_url=base, verify=context, timeout=5) as client:
@@ -354,34 +409,58 @@ def run(log: Callable[[str], None] = print) -> list[Row]:
                     _check_answer(client, target)
                 log("server: every endpoint answers as expected")
 
-                scripts = {t.fixture: _lua(directory, t.fixture) for t in TARGETS}
-                log(f"server: warm-up, wrk {WARMUP_SECONDS} s on {VALIDATE_GPU.label}")
-                _wrk(base + VALIDATE_GPU.path, scripts[VALIDATE_GPU.fixture], WARMUP_SECONDS)
                 live = (process.pid,)  # taskset execs: this is the server's pid
-                noop_rps = 0.0
-                for target in TARGETS:
-                    log(f"server: wrk -c{CONNECTIONS} -d{WRK_SECONDS}s {target.label}")
-                    script = scripts[target.fixture]
-                    result, others = quietly(
-                        partial(_wrk_with_metrics, client, target, script), log, live
-                    )
-                    if target is NOOP:
-                        noop_rps = result.rps
-                    rows.append(_wrk_row(target, result, noop_rps, others))
+                if plan.wrk:
+                    rows += _closed_loop(client, directory, plan, live, log)
+                else:
+                    log("server: wrk is not installed: no closed-loop (wrk) rows")
 
             for target, with_target in ((NOOP, False), (VALIDATE_GPU, True)):
-                log(f"server: {FIXED_RATE}/s for {FIXED_RATE_SECONDS} s on {target.label}")
-                measure = partial(_open_loop, port, target.path, target.fixture, ca)
-                fixed, others = quietly(measure, log, live)
-                rows.append(_open_loop_row(target, fixed, with_target, others))
+                log(
+                    f"server: {plan.fixed_rate}/s for {plan.fixed_rate_seconds:g} s "
+                    f"on {target.label}"
+                )
+                measure = partial(_open_loop, port, target.path, target.fixture, ca, plan)
+                fixed, others = measured(measure, log, live)
+                rows.append(_open_loop_row(target, fixed, with_target, others, plan.fixed_rate))
             if process.poll() is not None:
                 raise RuntimeError(f"costgate serve died under load:\n{tail(server_log)}")
     return rows
 
 
+def _closed_loop(
+    client: httpx.Client,
+    directory: Path,
+    plan: Plan,
+    live: tuple[int, ...],
+    log: Callable[[str], None],
+) -> list[Row]:
+    """The wrk rows, /noop first (the others' ratio is to it)."""
+    measured = quietly if plan.patient else once
+    base = str(client.base_url).rstrip("/")
+    scripts = {t.fixture: _lua(directory, t.fixture) for t in TARGETS}
+    if plan.warmup_seconds:
+        log(f"server: warm-up, wrk {plan.warmup_seconds} s on {VALIDATE_GPU.label}")
+        script = scripts[VALIDATE_GPU.fixture]
+        _wrk(base + VALIDATE_GPU.path, script, plan.warmup_seconds, plan.load_cpu)
+    rows: list[Row] = []
+    noop_rps = 0.0
+    for target in TARGETS:
+        log(f"server: wrk -c{CONNECTIONS} -d{plan.wrk_seconds}s {target.label}")
+        script = scripts[target.fixture]
+        result, others = measured(
+            partial(_wrk_with_metrics, client, target, script, plan), log, live
+        )
+        if target is NOOP:
+            noop_rps = result.rps
+        rows.append(_wrk_row(target, result, noop_rps, others))
+    return rows
+
+
 if __name__ == "__main__":
-    reason = missing_prerequisites()
+    quick = "--quick" in sys.argv
+    reason = missing_prerequisites(quick)
     if reason:
         print(f"server benchmark skipped: {reason}", file=sys.stderr)
         sys.exit(0)
-    print(render(run(lambda line: print(line, file=sys.stderr))))
+    print(render(run(lambda line: print(line, file=sys.stderr), quick)))
