@@ -17,14 +17,9 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from tests.conftest import (
-    all_captures,
-    capture,
-    capture_bytes,
-    patch_ops,
-    policy_with,
-    response_of,
-)
+from tests.support.answers import patch_ops, response_of
+from tests.support.captures import all_captures, capture, capture_bytes
+from tests.support.config import policy_with
 from webhook.admission import ReviewError, parse_review
 from webhook.core.engine import Config
 from webhook.service import AdmissionService, Endpoint

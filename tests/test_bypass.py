@@ -52,8 +52,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, capture, patched, policy_with, response_of
-from tests.test_quotas import answer, gpu_pod, service_for
+from tests.support.answers import answer, patched, response_of
+from tests.support.builders import gpu_pod
+from tests.support.captures import capture
+from tests.support.config import policy_with
+from tests.support.paths import REPO
+from tests.support.services import service_for
 from webhook.approvals import KeyPair, Keyring, keygen, mint
 from webhook.core.engine import holding
 from webhook.service import AdmissionService, Endpoint

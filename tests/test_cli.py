@@ -22,7 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from tests.conftest import ADMISSION, env_without_costgate, policy_data, pricing_data
+from tests.support.config import env_without_costgate, policy_data, pricing_data
+from tests.support.paths import ADMISSION
 from webhook.cli import main
 
 MANIFESTS = ADMISSION / "manifests"

@@ -1,5 +1,5 @@
 """Faults, end to end: the real `costgate serve` process over TLS, with COSTGATE_STATE=cluster
-and a kubeconfig pointing at tests/fakeapi.py in this process, answers a steady stream of
+and a kubeconfig pointing at tests/support/fakeapi.py in this process, answers a steady stream of
 admission reviews while the cluster state source fails under it.
 
 Every review in the stream is sent as the API server sends it, with the webhook's own
@@ -33,10 +33,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from tests.conftest import capture, policy_data, policy_with, pricing_data
-from tests.fakeapi import FakeApiServer
-from tests.test_cluster_state import eventually
-from tests.test_server import Server, _start, _stop
+from tests.support.captures import capture
+from tests.support.config import policy_data, policy_with, pricing_data
+from tests.support.fakeapi import FakeApiServer
+from tests.support.polling import eventually
+from tests.support.servers import Server, start_server, stop_process
 from webhook.core.engine import Config
 from webhook.core.quota import BudgetCharge
 from webhook.settings import Settings
@@ -87,7 +88,7 @@ def _serve(
         path = tmp_path / "policy.yaml"
         path.write_text(yaml.safe_dump(policy))
         policy = path
-    server = _start(
+    server = start_server(
         tmp_path,
         "--policy",
         str(policy),
@@ -103,7 +104,7 @@ def _serve(
     try:
         eventually(lambda: _readyz(server) == 200, 20, "the server never became ready")
     except BaseException:
-        _stop(server.process)
+        stop_process(server.process)
         raise
     return server
 
@@ -119,7 +120,7 @@ def served() -> Iterator[list[Server]]:
     servers: list[Server] = []
     yield servers
     for server in servers:
-        _stop(server.process)
+        stop_process(server.process)
 
 
 def _status(server: Server, namespace: str) -> dict[str, Any]:
@@ -275,7 +276,7 @@ class Stream:
         self.runtime = runtime
         self.samples: list[Sample] = []
         self.readiness: list[tuple[float, int | None]] = []  # (when, status) on every change
-        self._stop = threading.Event()
+        self.stop_process = threading.Event()
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._send, args=(i,), daemon=True) for i in range(workers)
@@ -288,25 +289,25 @@ class Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        self.stop_process.set()
         for thread in self._threads:
             thread.join(timeout=15)
 
     def _send(self, index: int) -> None:
         with self.server.client() as client:
             turn = index
-            while not self._stop.is_set():
+            while not self.stop_process.is_set():
                 endpoint, namespace = self.targets[turn % len(self.targets)]
                 turn += 1
                 sample = post(client, endpoint, namespace, runtime=self.runtime)
                 with self._lock:
                     self.samples.append(sample)
-                self._stop.wait(0.01)
+                self.stop_process.wait(0.01)
 
     def _poll_readiness(self) -> None:
         with self.server.client() as client:
             last: int | None = -1
-            while not self._stop.is_set():
+            while not self.stop_process.is_set():
                 try:
                     status: int | None = client.get("/readyz", timeout=2.0).status_code
                 except httpx.HTTPError:
@@ -314,7 +315,7 @@ class Stream:
                 if status != last:
                     self.readiness.append((time.monotonic(), status))
                     last = status
-                self._stop.wait(0.05)
+                self.stop_process.wait(0.05)
 
     def wait_for(self, check: Callable[[], Any], timeout: float, what: str) -> float:
         """Wait until `check()`; the monotonic time it first held."""

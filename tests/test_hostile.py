@@ -6,7 +6,7 @@ smaller share through the ASGI app over HTTP; then one test per known-hostile sh
 arrays, deep nesting, huge numbers, unicode and newlines in user-controlled strings, JSON
 Pointer escapes in patch paths, oversized, empty, non-UTF-8 and non-object bodies.
 
-Every answer must hold the invariants of tests/fuzz/invariants.py (`check_answer`: the
+Every answer must hold the invariants of tests/support/invariants.py (`check_answer`: the
 request's uid, or an HTTP 400/413 JSON error when there is none; never a 500; one printable
 line per warning and denial; a patch that applies), and here also: no internal-error answer,
 since bad input is the sender's to fix and gets a clear denial, never a logged traceback.
@@ -35,17 +35,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import (
-    ADMISSION,
-    FIXTURES,
-    all_captures,
-    capture,
-    gpu_product_affinity,
-    patch_ops,
-    patched,
-    policy_with,
-)
-from tests.fuzz.invariants import check_answer
+from tests.support.answers import patch_ops, patched
+from tests.support.builders import gpu_product_affinity
+from tests.support.captures import all_captures, capture
+from tests.support.config import policy_with
+from tests.support.invariants import check_answer
+from tests.support.paths import ADMISSION, FIXTURES
 from webhook.core.engine import Config
 from webhook.server.app import create_app
 from webhook.service import AdmissionService, Answer, Endpoint

@@ -30,7 +30,8 @@ import yaml
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from tests.conftest import REPO, all_captures, capture
+from tests.support.captures import all_captures, capture
+from tests.support.paths import REPO
 from webhook.settings import Settings
 
 MANIFESTS = REPO / "manifests"

@@ -8,89 +8,16 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import gpu_product_affinity, policy_with
-from tests.core.builders import pod, request
+from tests.support.answers import answer
+from tests.support.builders import H100, T4, gpu_pod, gpu_product_affinity, request, review
+from tests.support.config import policy_with
+from tests.support.services import Clock, service_for
 from webhook.core.engine import Config, evaluate, holding
 from webhook.core.quota import BudgetCharge
-from webhook.service import AdmissionService
 from webhook.state import memory_state
 from webhook.state.ledger import reconciled, spent_in, with_charge
 from webhook.state.report import render_status, usage_report
 from webhook.tables import TableError, check_gpu_names, load_pricing
-
-H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}  # $6.88/h
-T4 = {"nvidia.com/gpu.product": "Tesla-T4"}  # $0.978/h
-
-
-class Clock:
-    def __init__(self, now: float = 1_795_000_000.0) -> None:  # 2026-11
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def gpu_pod(
-    gpus: int = 1,
-    *,
-    selector: dict[str, str] | None = None,
-    runtime: str = "1h",
-    owner: str = "alice",
-    experiment: str = "exp-1",
-    namespace: str = "team-a",
-    name: str = "job",
-    resource: str = "nvidia.com/gpu",
-) -> dict[str, Any]:
-    return pod(
-        gpus=gpus,
-        resource=resource,
-        name=name,
-        namespace=namespace,
-        labels={"owner": owner, "experiment": experiment},
-        annotations={"costgate.io/max-runtime": runtime},
-        spec={"nodeSelector": selector if selector is not None else H100},
-    )
-
-
-_uids = iter(range(10**9))
-
-
-def review(obj: dict[str, Any], *, dry_run: bool = False, operation: str = "CREATE") -> bytes:
-    """A validating review as the API server sends it: the object has its uid by then."""
-    obj = orjson.loads(orjson.dumps(obj))
-    obj["metadata"].setdefault("uid", f"uid-{next(_uids)}")
-    req = request(obj, operation=operation)
-    body = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": f"review-{next(_uids)}",
-            "kind": {"group": req.group, "version": "v1", "kind": req.kind},
-            "resource": {"group": req.group, "version": "v1", "resource": "pods"},
-            "namespace": req.namespace,
-            "name": req.name,
-            "operation": operation,
-            "userInfo": {"username": "alice"},
-            "object": obj,
-            "dryRun": dry_run,
-        },
-    }
-    return orjson.dumps(body)
-
-
-def answer(service: AdmissionService, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    result = service.handle(review(obj, **kwargs), "validate")
-    assert result.status == 200
-    return orjson.loads(result.body)["response"]
-
-
-def service_for(clock: Clock | None = None, **policy: Any) -> tuple[AdmissionService, Any]:
-    clock = clock or Clock()
-    config = Config(table=load_pricing(), policy=policy_with(**policy))
-    check_gpu_names(config.policy, config.table)
-    state = memory_state(clock)
-    return AdmissionService(config, clock=clock, state=state), state
-
 
 # --- quotas ----------------------------------------------------------------------------
 

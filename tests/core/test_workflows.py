@@ -19,8 +19,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import policy_with
-from tests.core.builders import LABELS, container, pod, request
+from tests.support.builders import LABELS, container, pod, request
+from tests.support.config import policy_with
 from webhook.core.engine import Config, evaluate
 from webhook.core.patch import patch_ops
 from webhook.estimate import estimate_rows
