@@ -236,7 +236,7 @@ def test_replicas_racing_for_the_last_dollars_never_overspend(api: FakeApiServer
         for n in range(20):
             entry = f"r{index}-{n}"
             result = ledger.charge(charge(7, 100), entry, time.time())
-            assert result.ok or not result.error, result.error
+            assert result.error == ""  # accepted, or refused for the budget: never an error
             if result.ok:
                 with lock:
                     accepted.append(entry)

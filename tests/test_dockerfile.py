@@ -127,7 +127,8 @@ def test_runtime_runs_costgate_serve_as_a_numeric_non_root_user():
     _, runtime = _stages()
     (user,) = _all(runtime, "USER")
     uid, _, gid = user.partition(":")
-    assert uid.isdigit() and int(uid) != 0 and (not gid or gid.isdigit())
+    assert uid.isdigit() and int(uid) != 0
+    assert gid.isdigit()  # USER uid:gid, both numeric
     context = _deployment_container()["securityContext"]
     assert int(uid) == context["runAsUser"]
     assert _all(runtime, "ENTRYPOINT") == ['["costgate"]']

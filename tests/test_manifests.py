@@ -368,7 +368,7 @@ def test_configmaps_hold_the_files_the_server_reads(base, container):
         one(base, "ConfigMap", "costgate-policy")["data"]["policy.yaml"]
         == (REPO / "webhook" / "defaults" / "policy.yaml").read_text()
     )
-    assert one(base, "ConfigMap", "costgate-approvers").get("data") in (None, {})
+    assert one(base, "ConfigMap", "costgate-approvers")["data"] == {}  # no approver keys yet
     assert env["COSTGATE_PRICING"] == "/etc/costgate/pricing/pricing.yaml"
     assert env["COSTGATE_POLICY"] == "/etc/costgate/policy/policy.yaml"
 
@@ -430,7 +430,8 @@ def test_deployment_is_highly_available(base, pod):
 
 def test_disruption_budget_keeps_two_replicas(base, pod):
     pdb = one(base, "PodDisruptionBudget", "costgate")["spec"]
-    assert pdb.get("maxUnavailable") == 1 or pdb.get("minAvailable") == 2
+    assert pdb["maxUnavailable"] == 1  # of 3 replicas: two stay
+    assert "minAvailable" not in pdb
     assert pdb["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
