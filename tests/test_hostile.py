@@ -41,6 +41,7 @@ from tests.support.captures import all_captures, capture
 from tests.support.config import policy_with
 from tests.support.invariants import check_answer
 from tests.support.paths import ADMISSION, FIXTURES
+from tests.support.tools import require_module
 from webhook.core.engine import Config
 from webhook.server.app import create_app
 from webhook.service import AdmissionService, Answer, Endpoint
@@ -1338,7 +1339,7 @@ def test_the_atheris_harness_runs_clean(tmp_path: Path) -> None:
     """Coverage-guided fuzzing of raw bytes (tests/fuzz/fuzz_review.py, which says how to run
     it longer), seeded with the captured reviews, for a bounded number of inputs and a fixed
     seed: it exits cleanly. A failing input exits non-zero and is saved as crash-*."""
-    pytest.importorskip("atheris", reason="atheris installs from Linux wheels only")
+    require_module("atheris", hint="atheris installs from Linux wheels only")
     seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"
     seeds.mkdir()
     corpus.mkdir()

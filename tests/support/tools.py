@@ -27,10 +27,11 @@ def in_ci() -> bool:
 
 
 def unavailable(reason: str) -> NoReturn:
-    """Skip the test, or fail it under CI=true, for `reason`."""
+    """Skip the test, or fail it under CI=true, for `reason`. The skip is reported at the
+    test (`pytest -rs`), not here."""
     if in_ci():
         pytest.fail(f"CI=true and {reason}: CI must run every test", pytrace=False)
-    pytest.skip(reason)
+    raise pytest.skip.Exception(reason, _use_item_location=True)
 
 
 def require(condition: bool, reason: str) -> None:
