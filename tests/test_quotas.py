@@ -111,11 +111,13 @@ def test_allowed_gpu_types() -> None:
     assert answer(service, gpu_pod(1, selector=T4))["allowed"]
     h100 = answer(service, gpu_pod(1))
     assert not h100["allowed"]
+    assert h100["auditAnnotations"]["reasons"] == "gpu-type-not-allowed"
     assert h100["status"]["message"].startswith(
         'GPU type h100-80gb is not allowed in namespace "team-a", which allows l4, t4'
     )
     unpinned = answer(service, gpu_pod(1, selector={}))
     assert not unpinned["allowed"]
+    assert unpinned["auditAnnotations"]["reasons"] == "gpu-type-not-allowed"
     assert "nothing pins this pod's GPU type" in unpinned["status"]["message"]
 
 
@@ -125,6 +127,7 @@ def test_affinity_that_allows_a_forbidden_type_is_refused() -> None:
     obj["spec"]["affinity"] = gpu_product_affinity("Tesla-T4", "NVIDIA-H100-80GB-HBM3")
     response = answer(service, obj)
     assert not response["allowed"]
+    assert response["auditAnnotations"]["reasons"] == "gpu-type-not-allowed"
     assert "h100-80gb is not allowed" in response["status"]["message"]
 
 
@@ -154,6 +157,7 @@ def test_budget_is_spent_by_admissions_and_then_refuses() -> None:
     )
     third = answer(service, gpu_pod(1, runtime="5h", name="c"))
     assert not third["allowed"]
+    assert third["auditAnnotations"]["reasons"] == "over-budget"
     assert third["status"]["message"] == (
         'experiment "exp-1" in namespace "team-a" has spent $68.80 of its $80.00 budget over '
         'its lifetime; Pod "c" (estimated $34.40) would exceed it by $23.20; use fewer GPUs or a '
