@@ -1,6 +1,6 @@
 """Quotas with a full cache: admission latency with 50,000 live GPU pods in the cluster
 state against an empty one, the cache's memory, and the first sync through the real
-`kubernetes` client against the fake API server of tests/fakeapi.py. Owns the "quota" rows.
+`kubernetes` client against the fake API server of tests/support/fakeapi.py. Owns the "quota" rows.
 
     python bench/quota.py    # this part alone
 
@@ -241,7 +241,7 @@ def _first_sync(config: Config, log: Callable[[str], None], pods: int = PODS) ->
     """The first list of `pods` (50,000) pods through the real client, pages of 500, from the fake
     API server (same process, so its JSON encoding is in the figure too)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests/
-    from tests.fakeapi import FakeApiServer
+    from tests.support.fakeapi import FakeApiServer
 
     log(f"quota: first sync of {pods:,} pods through the kubernetes client ...")
     with FakeApiServer() as api:

@@ -14,9 +14,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import ADMISSION, capture, policy_with
-from tests.core.builders import pod, request
-from tests.test_server import _start, _stop
+from tests.support.builders import pod, request
+from tests.support.captures import capture
+from tests.support.config import policy_with
+from tests.support.paths import ADMISSION
+from tests.support.servers import start_server, stop_process
 from webhook.approvals import AUDIENCE, Keyring, keygen, mint
 from webhook.cli import main
 from webhook.core.engine import Config, evaluate
@@ -376,7 +378,7 @@ def test_cli_approve_refuses_what_mint_refuses_with_exit_2(
 
 
 def test_the_real_server_admits_an_approved_pod(tmp_path: Path, keys) -> None:
-    server = _start(tmp_path, "--approvers-dir", str(keys[1]))
+    server = start_server(tmp_path, "--approvers-dir", str(keys[1]))
     try:
         review = capture("validate-pod-create-gpu")
         obj = review["request"]["object"]
@@ -395,7 +397,7 @@ def test_the_real_server_admits_an_approved_pod(tmp_path: Path, keys) -> None:
             assert denied["allowed"] is False
             assert "changed after signing" in denied["status"]["message"]
     finally:
-        _stop(server.process)
+        stop_process(server.process)
     assert approval not in server.log.read_text()  # no token contents in logs
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FIXTURES, REPO, env_without_costgate
+from tests.support.config import env_without_costgate
+from tests.support.paths import FIXTURES, REPO
 from webhook.core.engine import Config
 from webhook.estimate import estimate_rows, read_manifests
 from webhook.tables import load_config

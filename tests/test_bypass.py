@@ -52,8 +52,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, capture, patched, policy_with, response_of
-from tests.test_quotas import answer, gpu_pod, service_for
+from tests.support.answers import answer, patched, response_of
+from tests.support.builders import gpu_pod
+from tests.support.captures import capture
+from tests.support.config import policy_with
+from tests.support.paths import REPO
+from tests.support.services import service_for
 from webhook.approvals import KeyPair, Keyring, keygen, mint
 from webhook.core.holding import holding
 from webhook.service import AdmissionService, Endpoint
@@ -265,8 +269,16 @@ def _cache_counts(obj: dict[str, Any], kind: str = "Pod", group: str = "") -> bo
     return holding(group, kind, obj, load_config()) is not None
 
 
-@pytest.mark.parametrize("edit", ["remove", "zero"])
-def test_spoofed_owner_pod_cannot_leave_the_quota_by_dropping_its_stamp(edit: str) -> None:
+@pytest.mark.parametrize(
+    ("edit", "counted_as_sent"),
+    [
+        pytest.param("remove", False, id="removed: the cache would stop counting the pod"),
+        pytest.param("zero", True, id="rewritten to 0.00: still counted, the stamp is wrong"),
+    ],
+)
+def test_spoofed_owner_pod_cannot_leave_the_quota_by_dropping_its_stamp(
+    edit: str, counted_as_sent: bool
+) -> None:
     """A user creates a GPU pod with a made-up Job ownerReference. costgate prices it and
     stamps `costgate.io/estimated-cost`, the mark by which the watch cache counts a pod whose
     owner is a trusted kind. The user then removes (or rewrites) the stamp with an UPDATE,
@@ -286,7 +298,7 @@ def test_spoofed_owner_pod_cannot_leave_the_quota_by_dropping_its_stamp(edit: st
             obj["metadata"]["annotations"][STAMP] = "0.00"
 
     doc = update(create, pod, unstamp)
-    assert edit == "zero" or not _cache_counts(doc["request"]["object"])  # what it would hide
+    assert _cache_counts(doc["request"]["object"]) is counted_as_sent  # what it would hide
     assert ask(svc, doc)["allowed"]
     after = patched(doc["request"]["object"], ask(svc, doc, "mutate"))
     assert after["metadata"]["annotations"][STAMP] == "1320.96"
@@ -606,7 +618,7 @@ def _t4_by_annotation_only(pod: dict[str, Any]) -> None:
 
 def test_a_gpu_type_annotation_alone_lowers_the_price_only_where_the_policy_trusts_it() -> None:
     """A user writes `costgate.io/gpu-type: t4` on 8 GPUs with no node selector: the pod may
-    run on H100s, priced as T4s. DESIGN.md lets the annotation name the type (`trusted`, the
+    run on H100s, priced as T4s. By default the annotation names the type (`trusted`, the
     default: $7.82, admitted). A platform team that does not take users' word sets
     `gpu_type_annotation: checked`: the annotation alone then pins nothing, the unknown-gpu
     rule prices the pod as the dearest GPU (over the threshold: denied) or denies it, and the
@@ -926,48 +938,73 @@ def test_an_update_raising_a_cronjobs_job_template_is_priced_again(
     assert not response["allowed"] and codes(response) == {"over-threshold"}
 
 
-DEADLINES = [
-    ("Job", lambda: review(JOB, _t4_job), ("spec",)),
-    ("CronJob", lambda: _as_cronjob(review(JOB), _t4_job), ("spec", "jobTemplate", "spec")),
-    ("Workflow", lambda: review(SWEEP), ("spec",)),
-]
+DEADLINE_CHANGES: dict[str, Edit] = {
+    "removed": lambda spec: spec.pop("activeDeadlineSeconds"),
+    "raised past the declaration": lambda spec: spec.update(activeDeadlineSeconds=30 * 86400),
+}
+RAISED_DECLARATION = "costgate.io/max-runtime raised to 7d, the deadline kept"
 
 
-@pytest.mark.parametrize(
-    ("make", "path"), [d[1:] for d in DEADLINES], ids=[d[0] for d in DEADLINES]
-)
-def test_an_update_removing_or_raising_the_deadline_gets_it_back(
-    make: Callable[[], dict[str, Any]], path: tuple[str, ...]
-) -> None:
-    """activeDeadlineSeconds is mutable on Jobs, CronJobs' job templates and Workflows: a
-    user removes it, raises it past the declaration, or raises the declaration
-    (`costgate.io/max-runtime`) while keeping it. The dead-man's switch must stay: the
-    mutating webhook puts a deadline no longer than the declaration back, or the longer run
-    is priced again and held at the gate; a raised declaration alone moves nothing."""
+def _raise_declaration(obj: dict[str, Any]) -> None:
+    obj["metadata"].setdefault("annotations", {}).update({"costgate.io/max-runtime": "7d"})
+
+
+def _deadline_spec(obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    for key in path:
+        obj = obj[key]
+    return obj
+
+
+DEADLINES = {
+    "Job": (lambda: review(JOB, _t4_job), ("spec",)),
+    "CronJob": (lambda: _as_cronjob(review(JOB), _t4_job), ("spec", "jobTemplate", "spec")),
+    "Workflow": (lambda: review(SWEEP), ("spec",)),
+}
+
+
+def _deadline_update(kind: str, change: str) -> tuple[AdmissionService, dict[str, Any], int]:
+    """(service, UPDATE review, deadline as stored): a `kind` admitted under a $300 threshold,
+    then updated with `change` to its activeDeadlineSeconds or its declared runtime."""
+    make, path = DEADLINES[kind]
     svc = service(threshold_usd=300)
     doc = make()
     obj = stored(svc, doc)
-
-    def spec(o: dict[str, Any]) -> dict[str, Any]:
-        for key in path:
-            o = o[key]
-        return o
-
-    kept = spec(obj)["activeDeadlineSeconds"]
+    kept = _deadline_spec(obj, path)["activeDeadlineSeconds"]
     assert 0 < kept <= 12 * 3600
-    for change in (
-        lambda o: spec(o).pop("activeDeadlineSeconds"),
-        lambda o: spec(o).update(activeDeadlineSeconds=30 * 86400),
-        lambda o: (
-            o["metadata"].setdefault("annotations", {}).update({"costgate.io/max-runtime": "7d"})
-        ),
-    ):
-        changed = update(doc, obj, change)
-        response = ask(svc, changed)
-        after = patched(changed["request"]["object"], ask(svc, changed, "mutate"))
-        deadline = spec(after).get("activeDeadlineSeconds")
-        assert not response["allowed"] or (deadline is not None and deadline <= 12 * 3600)
-    assert response["allowed"] and spec(after)["activeDeadlineSeconds"] == kept  # the last
+    if change == RAISED_DECLARATION:
+        return svc, update(doc, obj, _raise_declaration), kept
+    edit = DEADLINE_CHANGES[change]
+    return svc, update(doc, obj, lambda o: edit(_deadline_spec(o, path))), kept
+
+
+@pytest.mark.parametrize(
+    ("kind", "change"),
+    [
+        *[(kind, change) for kind in ("Job", "CronJob") for change in DEADLINE_CHANGES],
+        *[(kind, RAISED_DECLARATION) for kind in DEADLINES],
+    ],
+)
+def test_an_update_removing_or_raising_the_deadline_gets_it_back(kind: str, change: str) -> None:
+    """activeDeadlineSeconds is mutable on Jobs, CronJobs' job templates and Workflows: a
+    user removes it, raises it past the declaration, or raises the declaration
+    (`costgate.io/max-runtime`) while keeping it. The dead-man's switch must stay: a Job's
+    or CronJob's update is admitted and the mutating webhook puts the deadline back; a raised
+    declaration alone moves nothing, on any of the three."""
+    svc, changed, kept = _deadline_update(kind, change)
+    response = ask(svc, changed)
+    assert response["allowed"] and codes(response) == set()
+    after = patched(changed["request"]["object"], ask(svc, changed, "mutate"))
+    assert _deadline_spec(after, DEADLINES[kind][1])["activeDeadlineSeconds"] == kept
+
+
+@pytest.mark.parametrize("change", list(DEADLINE_CHANGES))
+def test_an_update_removing_or_raising_a_workflows_deadline_is_priced_again(change: str) -> None:
+    """A Workflow runs until its deadline or its declared runtime, whichever comes first;
+    without the deadline (or past it) the longer run is priced again and held at the gate."""
+    svc, changed, _ = _deadline_update("Workflow", change)
+    response = ask(svc, changed)
+    assert not response["allowed"]
+    assert codes(response) == {"over-threshold"}
 
 
 def _train(workflow: dict[str, Any]) -> dict[str, Any]:

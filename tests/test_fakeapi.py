@@ -1,4 +1,4 @@
-"""The fake API server (tests/fakeapi.py), driven by the real ``kubernetes`` client."""
+"""The fake API server (tests/support/fakeapi.py), driven by the real ``kubernetes`` client."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from tests.fakeapi import FakeApiServer
+from tests.support.fakeapi import FakeApiServer
 
 ARGO = ("argoproj.io", "v1alpha1")
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import all_captures, capture, capture_bytes, patched, response_of
+from tests.support.answers import patched, response_of
+from tests.support.captures import all_captures, capture, capture_bytes
 from webhook.service import AdmissionService
 
 

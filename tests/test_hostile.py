@@ -6,7 +6,7 @@ smaller share through the ASGI app over HTTP; then one test per known-hostile sh
 arrays, deep nesting, huge numbers, unicode and newlines in user-controlled strings, JSON
 Pointer escapes in patch paths, oversized, empty, non-UTF-8 and non-object bodies.
 
-Every answer must hold the invariants of tests/fuzz/invariants.py (`check_answer`: the
+Every answer must hold the invariants of tests/support/invariants.py (`check_answer`: the
 request's uid, or an HTTP 400/413 JSON error when there is none; never a 500; one printable
 line per warning and denial; a patch that applies), and here also: no internal-error answer,
 since bad input is the sender's to fix and gets a clear denial, never a logged traceback.
@@ -35,17 +35,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import (
-    ADMISSION,
-    FIXTURES,
-    all_captures,
-    capture,
-    gpu_product_affinity,
-    patch_ops,
-    patched,
-    policy_with,
-)
-from tests.fuzz.invariants import check_answer
+from tests.support.answers import patch_ops, patched
+from tests.support.builders import gpu_product_affinity
+from tests.support.captures import all_captures, capture
+from tests.support.config import policy_with
+from tests.support.invariants import check_answer
+from tests.support.paths import ADMISSION, FIXTURES
+from tests.support.tools import require_module
 from webhook.core.engine import Config
 from webhook.server.app import create_app
 from webhook.service import AdmissionService, Answer, Endpoint
@@ -309,9 +305,9 @@ ROUTED = {
 
 def test_the_seeds_cover_every_kind_the_engine_routes() -> None:
     """The fuzz starts from a review of each kind `evaluate` has an extractor for."""
-    from webhook.core.extract.kinds import EXTRACTORS as _EXTRACTORS
+    from webhook.core.extract.kinds import EXTRACTORS
 
-    assert set(_EXTRACTORS) <= ROUTED
+    assert set(EXTRACTORS) <= ROUTED
 
 
 # --- strategies ----------------------------------------------------------------------------------
@@ -921,13 +917,8 @@ HUGE = [
     ),
 ]
 WORKFLOW_HUGE = [
-    ("withSequence count", {"withSequence": {"count": "9" * 400}}, {}),
-    ("withSequence end", {"withSequence": {"start": "0", "end": "9" * 5000}}, {}),
-    (
-        "withParam with a huge max-fanout",
-        {"withParam": "{{x}}"},
-        {"costgate.io/max-fanout": "9" * 30},
-    ),
+    ("withSequence count", {"withSequence": {"count": "9" * 400}}),
+    ("withSequence end", {"withSequence": {"start": "0", "end": "9" * 5000}}),
 ]
 
 
@@ -944,21 +935,34 @@ def test_negative_zero_gpus_is_no_gpu(service) -> None:
     assert answers["validate"]["allowed"] and "warnings" not in answers["validate"]
 
 
-@pytest.mark.parametrize(
-    ("step", "annotations"),
-    [(s, a) for _, s, a in WORKFLOW_HUGE],
-    ids=[i for i, _, _ in WORKFLOW_HUGE],
-)
-def test_huge_workflow_counts_are_unbounded_not_an_overflow(step, annotations, service) -> None:
+@pytest.mark.parametrize("step", [s for _, s in WORKFLOW_HUGE], ids=[i for i, _ in WORKFLOW_HUGE])
+def test_huge_workflow_counts_are_unbounded_not_an_overflow(step, service) -> None:
     """Argo reads these counts into 64-bit integers; a count beyond that is no count it
     could run, so the loop is as unbounded as a withParam: denied, with the way through."""
     doc = workflow_review(
-        [steps_template("main", {"name": "a", "template": "train", **step}), gpu_template("train")],
-        annotations=annotations,
+        [steps_template("main", {"name": "a", "template": "train", **step}), gpu_template("train")]
     )
     for response in both(service, json.dumps(doc).encode()).values():
         message = deny_message(response)
-        assert "no bound on its cost" in message or "max-fanout" in message
+        assert 'GPU workflow "wf" has no bound on its cost' in message
+        assert "set spec.parallelism, annotation costgate.io/max-fanout" in message  # the way
+
+
+def test_a_max_fanout_beyond_64_bits_is_not_a_whole_number(service) -> None:
+    """A declared fan-out Argo could not read is refused as the annotation it is, naming the
+    value and what to declare instead."""
+    doc = workflow_review(
+        [
+            steps_template("main", {"name": "a", "template": "train", "withParam": "{{x}}"}),
+            gpu_template("train"),
+        ],
+        annotations={"costgate.io/max-fanout": "9" * 30},
+    )
+    for response in both(service, json.dumps(doc).encode()).values():
+        assert deny_message(response).startswith(
+            f'annotation costgate.io/max-fanout="{"9" * 30}" is not a whole number; '
+            "declare the most items a withParam loop can have"
+        )
 
 
 def test_nested_loops_of_huge_counts_overflow_to_unbounded(service) -> None:
@@ -1335,7 +1339,7 @@ def test_the_atheris_harness_runs_clean(tmp_path: Path) -> None:
     """Coverage-guided fuzzing of raw bytes (tests/fuzz/fuzz_review.py, which says how to run
     it longer), seeded with the captured reviews, for a bounded number of inputs and a fixed
     seed: it exits cleanly. A failing input exits non-zero and is saved as crash-*."""
-    pytest.importorskip("atheris", reason="atheris installs from Linux wheels only")
+    require_module("atheris", hint="atheris installs from Linux wheels only")
     seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"
     seeds.mkdir()
     corpus.mkdir()

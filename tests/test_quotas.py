@@ -8,90 +8,17 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import gpu_product_affinity, policy_with
-from tests.core.builders import pod, request
+from tests.support.answers import answer
+from tests.support.builders import H100, T4, gpu_pod, gpu_product_affinity, request, review
+from tests.support.config import policy_with
+from tests.support.services import Clock, service_for
 from webhook.core.engine import Config, evaluate
 from webhook.core.holding import holding
 from webhook.core.usage import BudgetCharge
-from webhook.service import AdmissionService
 from webhook.state import memory_state
 from webhook.state.ledger import reconciled, spent_in, with_charge
 from webhook.state.report import render_status, usage_report
 from webhook.tables import TableError, check_gpu_names, load_pricing
-
-H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}  # $6.88/h
-T4 = {"nvidia.com/gpu.product": "Tesla-T4"}  # $0.978/h
-
-
-class Clock:
-    def __init__(self, now: float = 1_795_000_000.0) -> None:  # 2026-11
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def gpu_pod(
-    gpus: int = 1,
-    *,
-    selector: dict[str, str] | None = None,
-    runtime: str = "1h",
-    owner: str = "alice",
-    experiment: str = "exp-1",
-    namespace: str = "team-a",
-    name: str = "job",
-    resource: str = "nvidia.com/gpu",
-) -> dict[str, Any]:
-    return pod(
-        gpus=gpus,
-        resource=resource,
-        name=name,
-        namespace=namespace,
-        labels={"owner": owner, "experiment": experiment},
-        annotations={"costgate.io/max-runtime": runtime},
-        spec={"nodeSelector": selector if selector is not None else H100},
-    )
-
-
-_uids = iter(range(10**9))
-
-
-def review(obj: dict[str, Any], *, dry_run: bool = False, operation: str = "CREATE") -> bytes:
-    """A validating review as the API server sends it: the object has its uid by then."""
-    obj = orjson.loads(orjson.dumps(obj))
-    obj["metadata"].setdefault("uid", f"uid-{next(_uids)}")
-    req = request(obj, operation=operation)
-    body = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": f"review-{next(_uids)}",
-            "kind": {"group": req.group, "version": "v1", "kind": req.kind},
-            "resource": {"group": req.group, "version": "v1", "resource": "pods"},
-            "namespace": req.namespace,
-            "name": req.name,
-            "operation": operation,
-            "userInfo": {"username": "alice"},
-            "object": obj,
-            "dryRun": dry_run,
-        },
-    }
-    return orjson.dumps(body)
-
-
-def answer(service: AdmissionService, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    result = service.handle(review(obj, **kwargs), "validate")
-    assert result.status == 200
-    return orjson.loads(result.body)["response"]
-
-
-def service_for(clock: Clock | None = None, **policy: Any) -> tuple[AdmissionService, Any]:
-    clock = clock or Clock()
-    config = Config(table=load_pricing(), policy=policy_with(**policy))
-    check_gpu_names(config.policy, config.table)
-    state = memory_state(clock)
-    return AdmissionService(config, clock=clock, state=state), state
-
 
 # --- quotas ----------------------------------------------------------------------------
 
@@ -185,11 +112,13 @@ def test_allowed_gpu_types() -> None:
     assert answer(service, gpu_pod(1, selector=T4))["allowed"]
     h100 = answer(service, gpu_pod(1))
     assert not h100["allowed"]
+    assert h100["auditAnnotations"]["reasons"] == "gpu-type-not-allowed"
     assert h100["status"]["message"].startswith(
         'GPU type h100-80gb is not allowed in namespace "team-a", which allows l4, t4'
     )
     unpinned = answer(service, gpu_pod(1, selector={}))
     assert not unpinned["allowed"]
+    assert unpinned["auditAnnotations"]["reasons"] == "gpu-type-not-allowed"
     assert "nothing pins this pod's GPU type" in unpinned["status"]["message"]
 
 
@@ -199,6 +128,7 @@ def test_affinity_that_allows_a_forbidden_type_is_refused() -> None:
     obj["spec"]["affinity"] = gpu_product_affinity("Tesla-T4", "NVIDIA-H100-80GB-HBM3")
     response = answer(service, obj)
     assert not response["allowed"]
+    assert response["auditAnnotations"]["reasons"] == "gpu-type-not-allowed"
     assert "h100-80gb is not allowed" in response["status"]["message"]
 
 
@@ -228,6 +158,7 @@ def test_budget_is_spent_by_admissions_and_then_refuses() -> None:
     )
     third = answer(service, gpu_pod(1, runtime="5h", name="c"))
     assert not third["allowed"]
+    assert third["auditAnnotations"]["reasons"] == "over-budget"
     assert third["status"]["message"] == (
         'experiment "exp-1" in namespace "team-a" has spent $68.80 of its $80.00 budget over '
         'its lifetime; Pod "c" (estimated $34.40) would exceed it by $23.20; use fewer GPUs or a '

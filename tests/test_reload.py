@@ -16,8 +16,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, policy_with
-from tests.test_quotas import gpu_pod, review
+from tests.support.builders import gpu_pod, review
+from tests.support.config import policy_with
+from tests.support.paths import REPO
 from webhook.approvals import Keyring, keygen
 from webhook.certs import issue
 from webhook.core.engine import Config
@@ -226,7 +227,7 @@ def test_a_failing_observer_never_costs_the_answer(caplog: pytest.LogCaptureFixt
 def test_a_corrupted_ledger_document_starts_over_rather_than_failing() -> None:
     from kubernetes import client
 
-    from tests.fakeapi import FakeApiServer
+    from tests.support.fakeapi import FakeApiServer
     from webhook.core.usage import BudgetCharge
     from webhook.state.ledger import ConfigMapLedger
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, policy_data, pricing_data
+from tests.support.config import policy_data, pricing_data
+from tests.support.paths import REPO
 from webhook.tables import TableError, load_policy, load_pricing, parse_policy, parse_pricing
 
 REQUIRED_GPUS = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import policy_with
-from tests.core.builders import LABELS, pod, request
+from tests.support.builders import LABELS, pod, request
+from tests.support.config import policy_with
 from webhook.core.engine import Config, evaluate
 
 H100 = {"costgate.io/gpu-type": "h100-80gb"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import policy_with
-from tests.core.builders import pod
+from tests.support.builders import pod
+from tests.support.config import policy_with
 from webhook.core.config import Config
 from webhook.core.holding import holding
 

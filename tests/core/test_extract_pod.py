@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import capture_request
-from tests.core.builders import container, pod, request
+from tests.support.builders import container, pod, request
+from tests.support.captures import capture_request
 from webhook.core.config import Config
 from webhook.core.extract.pod import extract_pod
 from webhook.core.extract.podspec import ObjectError

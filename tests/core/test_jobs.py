@@ -7,8 +7,8 @@ import copy
 import jsonpatch
 import pytest
 
-from tests.conftest import policy_with
-from tests.core.builders import LABELS, container, pod, request
+from tests.support.builders import LABELS, container, pod, request
+from tests.support.config import policy_with
 from webhook.core.engine import Config, evaluate
 from webhook.core.patch import patch_ops
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import capture_request, policy_with
-from tests.core.builders import pod, request
+from tests.support.builders import pod, request
+from tests.support.captures import capture_request
+from tests.support.config import policy_with
 from webhook.core import messages
 from webhook.core.engine import Config, evaluate
 from webhook.core.types import Estimate, EstimateLine, Reason

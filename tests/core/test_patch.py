@@ -7,8 +7,9 @@ import copy
 import jsonpatch
 import pytest
 
-from tests.conftest import capture, capture_request, policy_with
-from tests.core.builders import pod, request
+from tests.support.builders import pod, request
+from tests.support.captures import capture, capture_request
+from tests.support.config import policy_with
 from webhook.core.engine import Config, evaluate
 from webhook.core.patch import escape, patch_ops
 

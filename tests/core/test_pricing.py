@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.core.builders import container, pod, request
+from tests.support.builders import container, pod, request
 from webhook.core.config import Config
 from webhook.core.extract.pod import extract_pod
 from webhook.core.pricing import price, resolve_types

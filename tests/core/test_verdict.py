@@ -3,8 +3,8 @@ after the core goes through the same verdict; the mutating webhook's own answer.
 
 from __future__ import annotations
 
-from tests.conftest import policy_with
-from tests.core.builders import pod, request
+from tests.support.builders import pod, request
+from tests.support.config import policy_with
 from webhook.core import messages
 from webhook.core.engine import Config, evaluate, mutate
 from webhook.core.types import Reason

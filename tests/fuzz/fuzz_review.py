@@ -2,7 +2,7 @@
 
 Each input is sent as the whole body, and, when it parses as JSON, also as the `object` of a
 captured review (so that libFuzzer's byte mutations reach the extractors, not only the JSON
-parser). Every answer must hold tests/fuzz/invariants.py, and no input may become an
+parser). Every answer must hold tests/support/invariants.py, and no input may become an
 internal-error answer. A failure is an uncaught exception: atheris prints it, writes the
 input to `crash-<sha1>` and exits non-zero.
 
@@ -36,7 +36,7 @@ with atheris.instrument_imports(include=["webhook"]):
     from webhook.service import AdmissionService
     from webhook.tables import load_config, parse_policy
 
-from tests.fuzz.invariants import check_answer  # noqa: E402 (after instrumenting webhook)
+from tests.support.invariants import check_answer  # noqa: E402 (after instrumenting webhook)
 
 
 def _services() -> list[AdmissionService]:

@@ -1,0 +1,28 @@
+"""An admission service on the bundled tables with policy fields replaced, in-memory state and
+a clock the test moves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.config import policy_with
+from webhook.core.engine import Config
+from webhook.service import AdmissionService
+from webhook.state import memory_state
+from webhook.tables import check_gpu_names, load_pricing
+
+
+class Clock:
+    def __init__(self, now: float = 1_795_000_000.0) -> None:  # 2026-11
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def service_for(clock: Clock | None = None, **policy: Any) -> tuple[AdmissionService, Any]:
+    clock = clock or Clock()
+    config = Config(table=load_pricing(), policy=policy_with(**policy))
+    check_gpu_names(config.policy, config.table)
+    state = memory_state(clock)
+    return AdmissionService(config, clock=clock, state=state), state
