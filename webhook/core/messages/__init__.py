@@ -2,147 +2,22 @@
 
 Nothing else in the package writes user-facing text. The sentences live in modules by
 subject (text: how costgate writes; objects: what an object says; cost; approval; limits)
-and are read from here as `messages.name`.
+and are read from here as `messages.name`, as asyncio's package face hands on its modules.
 """
 
 from __future__ import annotations
 
-from .approval import (
-    approval_above_grant,
-    approval_bad_signature,
-    approval_expired,
-    approval_malformed,
-    approval_not_allowed,
-    approval_not_yet_valid,
-    approval_self,
-    approval_too_small,
-    approval_unknown_key,
-    approval_wrong_experiment,
-    approval_wrong_name,
-    approval_wrong_namespace,
-    approvals_disabled,
-    approved,
-)
-from .cost import (
-    cost,
-    estimate_warning,
-    over_threshold,
-    template_estimate,
-    unbounded,
-)
-from .limits import (
-    gpu_type_not_allowed,
-    gpu_type_unpinned,
-    near_budget,
-    near_quota,
-    over_budget,
-    over_quota,
-)
-from .objects import (
-    annotation_alone_denied,
-    annotation_alone_priced,
-    annotation_outpriced,
-    deadline_lowered,
-    default_runtime,
-    default_runtime_not_injected,
-    ignored_patch,
-    invalid_gpu_quantity,
-    invalid_label_value,
-    invalid_max_fanout,
-    invalid_runtime,
-    missing_labels,
-    resource_template,
-    runtime_ignored_for_serving,
-    runtime_too_long,
-    template_ref_unresolved,
-    too_many_gpus,
-    unknown_gpu_annotation,
-    unknown_gpu_denied,
-    unknown_gpu_priced,
-    unknown_template,
-    unreadable_patch,
-    unresolved_denied,
-    workflow_template_ref,
-)
-from .text import (
-    WARNING_PREFIX,
-    denial,
-    format_duration,
-    internal_error,
-    invalid_request,
-    money,
-    more_warnings,
-    nested_too_deep,
-    out_of_range,
-    quote,
-    state_unavailable,
-    warning,
-    would_deny,
-    wrong_type,
-)
+from . import approval as _approval
+from . import cost as _cost
+from . import limits as _limits
+from . import objects as _objects
+from . import text as _text
 
-__all__ = [
-    "WARNING_PREFIX",
-    "annotation_alone_denied",
-    "annotation_alone_priced",
-    "annotation_outpriced",
-    "approval_above_grant",
-    "approval_bad_signature",
-    "approval_expired",
-    "approval_malformed",
-    "approval_not_allowed",
-    "approval_not_yet_valid",
-    "approval_self",
-    "approval_too_small",
-    "approval_unknown_key",
-    "approval_wrong_experiment",
-    "approval_wrong_name",
-    "approval_wrong_namespace",
-    "approvals_disabled",
-    "approved",
-    "cost",
-    "deadline_lowered",
-    "default_runtime",
-    "default_runtime_not_injected",
-    "denial",
-    "estimate_warning",
-    "format_duration",
-    "gpu_type_not_allowed",
-    "gpu_type_unpinned",
-    "ignored_patch",
-    "internal_error",
-    "invalid_gpu_quantity",
-    "invalid_label_value",
-    "invalid_max_fanout",
-    "invalid_request",
-    "invalid_runtime",
-    "missing_labels",
-    "money",
-    "more_warnings",
-    "near_budget",
-    "near_quota",
-    "nested_too_deep",
-    "out_of_range",
-    "over_budget",
-    "over_quota",
-    "over_threshold",
-    "quote",
-    "resource_template",
-    "runtime_ignored_for_serving",
-    "runtime_too_long",
-    "state_unavailable",
-    "template_estimate",
-    "template_ref_unresolved",
-    "too_many_gpus",
-    "unbounded",
-    "unknown_gpu_annotation",
-    "unknown_gpu_denied",
-    "unknown_gpu_priced",
-    "unknown_template",
-    "unreadable_patch",
-    "unresolved_denied",
-    "warning",
-    "workflow_template_ref",
-    "would_deny",
-    "wrong_type",
-]
+# After the modules: `messages.cost` is then the function, not the module of that name.
+from .approval import *  # noqa: F403
+from .cost import *  # noqa: F403
+from .limits import *  # noqa: F403
+from .objects import *  # noqa: F403
+from .text import *  # noqa: F403
+
+__all__ = [*_approval.__all__, *_cost.__all__, *_limits.__all__, *_objects.__all__, *_text.__all__]
