@@ -116,18 +116,33 @@ def parse_review(body: bytes) -> Request:
     dry_run = request.get("dryRun") or False
     if type(dry_run) is not bool:
         raise ReviewError(messages.wrong_type("request.dryRun", "bool", dry_run), uid)
+    group, kind_name = kind.get("group"), kind.get("kind")
+    namespace, name, username = request.get("namespace"), request.get("name"), user.get("username")
+    # _str only for a field missing (None: "") or of another type (an error)
+    if type(group) is not str:
+        group = _str(group, "request.kind.group", uid)
+    if type(kind_name) is not str:
+        kind_name = _str(kind_name, "request.kind.kind", uid)
+    if type(namespace) is not str:
+        namespace = _str(namespace, "request.namespace", uid)
+    if type(name) is not str:
+        name = _str(name, "request.name", uid)
+    if type(username) is not str:
+        username = _str(username, "request.userInfo.username", uid)
+    # positional, in field order (uid, operation, group, kind, namespace, name, obj, old_obj,
+    # username, groups, dry_run): every review in the cluster is parsed here
     return Request(
-        uid=uid,
-        operation=_OPERATIONS[operation],
-        group=_str(kind.get("group"), "request.kind.group", uid),
-        kind=_str(kind.get("kind"), "request.kind.kind", uid),
-        namespace=_str(request.get("namespace"), "request.namespace", uid),
-        name=_str(request.get("name"), "request.name", uid),
-        obj=obj if type(obj) is dict else {},
-        old_obj=old,
-        username=_str(user.get("username"), "request.userInfo.username", uid),
-        groups=tuple(groups),
-        dry_run=dry_run,
+        uid,
+        _OPERATIONS[operation],
+        group,
+        kind_name,
+        namespace,
+        name,
+        obj if type(obj) is dict else {},
+        old,
+        username,
+        tuple(groups),
+        dry_run,
     )
 
 

@@ -43,7 +43,7 @@ class _Priced(NamedTuple):
 
     found: tuple[Finding, ...]
     estimate: Estimate | None = None
-    cost_text: str = ""
+    cost_text: str = ""  # messages.cost(estimate) if a rule wrote it; verdict writes it else
     approval: Approval | None = None
     usage: Usage | None = None
     charge: BudgetCharge | None = None
@@ -105,12 +105,17 @@ def assess(context: Context) -> Findings:
 def _gather(
     found: tuple[Finding, ...], reasons: list[Reason], warnings: list[str], if_admitted: list[str]
 ) -> None:
-    """Add what the rules found to the lists, in rule order (most find nothing)."""
+    """Add what the rules found to the lists, in rule order. Most rules find nothing, and
+    this runs on every GPU review: hence the plain loop."""
     for finding in found:
         if finding is not NOTHING:
-            reasons += finding.reasons
-            warnings += finding.warnings
-            if_admitted += finding.if_admitted
+            more_reasons, more_warnings, more_if_admitted = finding
+            if more_reasons:
+                reasons += more_reasons
+            if more_warnings:
+                warnings += more_warnings
+            if more_if_admitted:
+                if_admitted += more_if_admitted
 
 
 def _priced(context: Context, seconds: int | None) -> _Priced:
@@ -121,8 +126,8 @@ def _priced(context: Context, seconds: int | None) -> _Priced:
         workload,
         context.table,
         policy,
-        seconds=seconds,
-        hours_per_month=context.hours_per_month,
+        seconds,
+        context.hours_per_month,
     )
     types = gpu_types(context, pricing)
     estimate = pricing.estimate
@@ -131,14 +136,15 @@ def _priced(context: Context, seconds: int | None) -> _Priced:
         if workload.informational:  # a library template; the Workflow may bound it
             return _Priced((types, Finding(warnings=(messages.warning(text),))))
         return _Priced((types, Finding((Reason("invalid-gpu-request", text),))))
-    cost_text = messages.cost(estimate)
     if workload.informational:  # a template: its Workflows are gated, it is not
+        cost_text = messages.cost(estimate)
         text = messages.template_estimate(estimate, threshold(context), cost_text)
         return _Priced((types, Finding(warnings=(text,))), estimate, cost_text)
     passed = OPEN
     if not types.reasons:  # a price for a type we refused to guess proves nothing
-        passed = gate(context, estimate, cost_text)
+        passed = gate(context, estimate)
     found = (types, passed.finding, allowed_types(context, pricing))
+    cost_text = passed.cost_text  # written once, where it is first needed
     if not policy.limits_anything:  # else nothing reads the demand
         return _Priced(found, estimate, cost_text, passed.approval)
     usage = demand(workload, pricing)

@@ -14,7 +14,7 @@ from typing import Any
 from . import messages
 from .config import Config, Extractor
 from .decide import assess
-from .extract.kinds import extractor_for, handles
+from .extract.kinds import EXTRACTORS, handles
 from .extract.podspec import ObjectError
 from .patch import Mutation, mutation
 from .rules.context import Context
@@ -83,7 +83,7 @@ def _review(request: Request, config: Config, now: float, state: UsageView | Non
 
 
 def _findings(request: Request, config: Config, now: float, state: UsageView | None) -> Findings:
-    extractor = extractor_for(request.group, request.kind)
+    extractor = EXTRACTORS.get((request.group, request.kind))
     if extractor is None or request.namespace in config.policy.exempt_namespaces:
         return _NOTHING
     if request.operation not in ("CREATE", "UPDATE"):

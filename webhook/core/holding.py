@@ -95,8 +95,8 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
         workload,
         config.table,
         policy,
-        seconds=workload.existing_deadline or policy.default_runtime_seconds,
-        hours_per_month=config.policy.hours_per_month,
+        workload.existing_deadline or policy.default_runtime_seconds,
+        config.policy.hours_per_month,
     )
     usage = demand(workload, pricing)
     return None if math.isinf(usage.usd) or math.isinf(usage.gpus) else usage

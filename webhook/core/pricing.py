@@ -183,7 +183,6 @@ def _after_deadline(workload: Workload, rates: list[float]) -> float:
 def price(
     workload: Workload,
     table: PriceTable,
-    *,
     hours: float,
     per_month: bool,
     trust_annotation: bool = True,
@@ -265,20 +264,14 @@ def price_for(
     workload: Workload,
     table: PriceTable,
     policy: NamespacePolicy,
-    *,
     seconds: int | None,
     hours_per_month: float,
 ) -> Pricing:
     """The price of a workload under its namespace's rules: batch work for `seconds` (its
     runtime), serving work for a month."""
     serving = workload.workload_class == "serving"
-    return price(
-        workload,
-        table,
-        hours=hours_per_month if serving else (seconds or 0) / 3600,
-        per_month=serving,
-        trust_annotation=policy.gpu_type_annotation == "trusted",
-    )
+    hours = hours_per_month if serving else (seconds or 0) / 3600
+    return price(workload, table, hours, serving, policy.gpu_type_annotation == "trusted")
 
 
 def demand(workload: Workload, pricing: Pricing) -> Usage:

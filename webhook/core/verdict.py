@@ -37,7 +37,7 @@ class Findings(NamedTuple):
     if_admitted: tuple[str, ...] = ()  # shown only if admitted (a deadline that will be set)
     assessed: bool = False  # the rules ran: the audit log says what they found
     estimate: Estimate | None = None
-    cost_text: str = ""  # messages.cost(estimate)
+    cost_text: str = ""  # messages.cost(estimate), if a rule has written it already
     runtime_seconds: int | None = None
     deadline: int | None = None  # the deadline to set if admitted in enforce mode
     approval: Approval | None = None  # the approval that lifted the cost gate
@@ -105,10 +105,13 @@ def verdict(found: Findings, *, words: bool = True) -> Decision:
     workload, estimate = found.workload, found.estimate
     # A template is priced for information: it sets no deadline and holds nothing.
     admitted = allowed and not (workload is not None and workload.informational)
-    every = (*reasons, *found.refusals)
+    every = reasons + found.refusals if found.refusals else reasons
     stamp = found.kept_stamp if allowed else None
     if admitted and estimate is not None:
         stamp = f"{estimate.usd:.2f}"
+    cost_text = found.cost_text
+    if words and estimate is not None and not cost_text:
+        cost_text = messages.cost(estimate)
     # positional, in field order: this runs on every GPU review
     return Decision(
         outcome,
@@ -119,10 +122,10 @@ def verdict(found: Findings, *, words: bool = True) -> Decision:
         found.runtime_seconds,
         found.mode,
         every,
-        _warnings(found, reasons, allowed, admitted) if words else (),
+        _warnings(found, reasons, allowed, admitted, cost_text) if words else (),
         "" if allowed or not words else messages.denial(every),
         found.status_code,
-        _audit(found, outcome, every) if words else EMPTY,
+        _audit(found, outcome, every, cost_text) if words else EMPTY,
         found.deadline if (enforce and allowed) else None,
         stamp,
         found.pod_labels if allowed else EMPTY,
@@ -133,7 +136,7 @@ def verdict(found: Findings, *, words: bool = True) -> Decision:
 
 
 def _warnings(
-    found: Findings, reasons: tuple[Reason, ...], allowed: bool, admitted: bool
+    found: Findings, reasons: tuple[Reason, ...], allowed: bool, admitted: bool, cost_text: str
 ) -> tuple[str, ...]:
     """In the order kubectl shows them: the estimate, the deadline, what warn mode would
     have denied, then what the rules noted."""
@@ -141,9 +144,7 @@ def _warnings(
         return ()  # what the rules said was said before the state refused: it is moot now
     head: list[str] = []
     if admitted and found.estimate is not None and found.workload is not None:
-        head.append(
-            messages.estimate_warning(found.estimate, found.cost_text, found.workload.total_gpus)
-        )
+        head.append(messages.estimate_warning(found.estimate, cost_text, found.workload.total_gpus))
     if allowed:
         head += found.if_admitted
     if reasons and found.mode != "enforce":
@@ -151,7 +152,9 @@ def _warnings(
     return (*head, *found.warnings) if head else found.warnings
 
 
-def _audit(found: Findings, outcome: Outcome, every: tuple[Reason, ...]) -> Mapping[str, str]:
+def _audit(
+    found: Findings, outcome: Outcome, every: tuple[Reason, ...], cost_text: str
+) -> Mapping[str, str]:
     if not (found.assessed or every or found.audit):
         return EMPTY
     audit: dict[str, str] = {"decision": "allow" if outcome == "skip" else outcome}
@@ -165,7 +168,7 @@ def _audit(found: Findings, outcome: Outcome, every: tuple[Reason, ...]) -> Mapp
     estimate = found.estimate
     if estimate is not None:
         audit["estimated-cost-usd"] = f"{estimate.usd:.2f}"
-        audit["estimate"] = found.cost_text
+        audit["estimate"] = cost_text
     if found.approval is not None:
         audit["approval-key-id"] = found.approval.key_id
         audit["approval-max-usd"] = f"{found.approval.max_usd:.2f}"

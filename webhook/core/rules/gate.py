@@ -16,6 +16,7 @@ __all__ = ["OPEN", "Gate", "gate", "threshold"]
 class Gate(NamedTuple):
     finding: Finding
     approval: Approval | None  # the approval that lifted the gate
+    cost_text: str = ""  # messages.cost(estimate), when the gate had to say it
 
 
 OPEN = Gate(NOTHING, None)  # under the threshold: nothing found, nothing needed
@@ -29,28 +30,30 @@ def threshold(context: Context) -> float:
     return policy.threshold_usd
 
 
-def gate(context: Context, estimate: Estimate, cost_text: str) -> Gate:
+def gate(context: Context, estimate: Estimate) -> Gate:
     limit = threshold(context)
     if estimate.usd <= limit:
         return OPEN
+    cost_text = messages.cost(estimate)
     workload, policy = context.workload, context.policy
     namespace = workload.namespace
     if policy.over_threshold == "deny":
         text = messages.over_threshold(estimate, limit, namespace, cost_text, approvals=False)
-        return Gate(Finding((Reason("over-threshold", text),)), None)
+        return Gate(Finding((Reason("over-threshold", text),)), None, cost_text)
     token = workload.annotations.get(ANNOTATION_APPROVAL)
     if not token:
         text = messages.over_threshold(estimate, limit, namespace, cost_text)
-        return Gate(Finding((Reason("over-threshold", text),)), None)
+        return Gate(Finding((Reason("over-threshold", text),)), None, cost_text)
     if context.verify is None:
-        return Gate(Finding((Reason("invalid-approval", messages.approvals_disabled()),)), None)
+        disabled = Reason("invalid-approval", messages.approvals_disabled())
+        return Gate(Finding((disabled,)), None, cost_text)
     verified = (
         context.verify(token)
         if type(token) is str
         else Reason("invalid-approval", messages.approval_malformed("not a string"))
     )
     if isinstance(verified, Reason):
-        return Gate(Finding((verified,)), None)
+        return Gate(Finding((verified,)), None, cost_text)
     problems = check_approval(
         verified,
         workload=workload,
@@ -61,5 +64,5 @@ def gate(context: Context, estimate: Estimate, cost_text: str) -> Gate:
         requester=context.requester,
     )
     if problems:
-        return Gate(Finding(tuple(problems)), None)
-    return Gate(Finding(warnings=(messages.approved(verified),)), verified)
+        return Gate(Finding(tuple(problems)), None, cost_text)
+    return Gate(Finding(warnings=(messages.approved(verified),)), verified, cost_text)
