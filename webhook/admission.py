@@ -129,8 +129,8 @@ def parse_review(body: bytes) -> Request:
         name = _str(name, "request.name", uid)
     if type(username) is not str:
         username = _str(username, "request.userInfo.username", uid)
-    # positional, in field order (uid, operation, group, kind, namespace, name, obj, old_obj,
-    # username, groups, dry_run): every review in the cluster is parsed here
+    # positional, in field order (pinned by tests/core/test_verdict.py): every review in the
+    # cluster is parsed here
     return Request(
         uid,
         _OPERATIONS[operation],

@@ -7,9 +7,10 @@ from tests.support.builders import pod, request
 from tests.support.config import policy_with
 from webhook.core import messages
 from webhook.core.engine import Config, evaluate, mutate
-from webhook.core.types import Reason
+from webhook.core.rules.context import Context
+from webhook.core.types import Reason, Request
 from webhook.core.usage import Totals
-from webhook.core.verdict import refused, with_warning
+from webhook.core.verdict import Decision, Findings, refused, with_warning
 
 BUDGET = {"budget": {"usd": 1000}}
 T4 = {"costgate.io/gpu-type": "t4"}  # cheap enough to pass the threshold
@@ -131,3 +132,44 @@ def test_mutate_patches_what_is_admitted(config) -> None:
     answer = mutate(request(obj), config=config)
     assert answer.outcome == "patch"
     assert {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": 12 * 3600} in answer.ops
+
+
+def test_a_refusal_after_the_core_is_audited_last(table) -> None:
+    # the audit log reads in the order things were found: the rules' reasons beside the
+    # workload, a refusal by the state after the estimate
+    decision = refused(budgeted(table), LATE)
+    assert list(decision.audit) == [
+        "decision",
+        "workload",
+        "estimated-cost-usd",
+        "estimate",
+        "reasons",
+    ]
+
+
+def test_the_rules_reasons_are_audited_beside_the_workload(config) -> None:
+    decision = evaluate(request(pod(labels={}, annotations=T4)), config=config)
+    assert list(decision.audit)[:3] == ["decision", "workload", "reasons"]
+
+
+# Findings, Decision, Context and Request are built positionally on the hot path
+# (decide.assess, verdict.verdict, engine.context_for, admission.parse_review): a field
+# moved or added in the middle would shift values into the wrong fields, so the orders
+# those calls rely on are pinned here.
+PINNED = {
+    Findings: (
+        "workload mode reasons refusals status_code warnings if_admitted assessed estimate "
+        "cost_text runtime_seconds deadline approval usage charge pod_labels pod_annotations "
+        "kept_stamp audit"
+    ),
+    Decision: (
+        "outcome allowed findings workload estimate runtime_seconds mode reasons warnings "
+        "denial status_code audit deadline stamp pod_labels pod_annotations usage charge"
+    ),
+    Context: "workload policy table hours_per_month verify now skew requester state",
+    Request: "uid operation group kind namespace name obj old_obj username groups dry_run",
+}
+
+
+def test_the_positional_constructions_match_the_field_order() -> None:
+    assert {cls: " ".join(cls._fields) for cls in PINNED} == PINNED

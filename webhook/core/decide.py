@@ -80,7 +80,8 @@ def assess(context: Context) -> Findings:
             for k, v in workload.annotations.items()
             if k.startswith(COSTGATE_PREFIX) and k != ANNOTATION_ESTIMATED_COST
         }
-    # positional, in field order: keywords cost a third of a microsecond per review
+    # positional, in field order (pinned by tests/core/test_verdict.py): keywords cost a
+    # third of a microsecond per review
     return Findings(
         workload,
         policy.mode,
@@ -131,7 +132,7 @@ def _priced(context: Context, seconds: int | None) -> _Priced:
     )
     types = gpu_types(context, pricing)
     estimate = pricing.estimate
-    if math.isinf(estimate.usd):
+    if not math.isfinite(estimate.usd):
         text = messages.unbounded(workload.kind, workload.display_name)
         if workload.informational:  # a library template; the Workflow may bound it
             return _Priced((types, Finding(warnings=(messages.warning(text),))))

@@ -16,7 +16,7 @@ from .config import Config, Extractor
 from .decide import assess
 from .extract.kinds import EXTRACTORS, handles
 from .extract.podspec import ObjectError
-from .patch import Mutation, mutation
+from .patch import UNCHANGED, Mutation, mutation
 from .rules.context import Context
 from .rules.labels import check_labels
 from .types import ANNOTATION_ESTIMATED_COST, Reason, Request, Workload
@@ -26,7 +26,6 @@ from .verdict import ALLOW, Decision, Findings, verdict
 __all__ = ["Config", "context_for", "evaluate", "handles", "mutate"]
 
 _NOTHING = ALLOW.findings  # nothing to price or refuse: the answer is ALLOW
-_UNCHANGED = Mutation()
 
 
 def context_for(
@@ -39,7 +38,7 @@ def context_for(
 ) -> Context:
     """The rules' view of one workload: its namespace's policy and what it is compared with."""
     policy = config.policy
-    return Context(  # positional, in field order: once per GPU review
+    return Context(  # positional, in field order (pinned by tests/core/test_verdict.py)
         workload,
         policy.for_namespace(workload.namespace),
         config.table,
@@ -68,7 +67,7 @@ def mutate(
     """The mutating webhook's answer to the same request: the patch that sets the deadline,
     stamps the estimate and copies attribution, or the refusal of an unreadable object."""
     found = _review(request, config, now, state)
-    return _UNCHANGED if found is _NOTHING else mutation(found, request.obj)
+    return UNCHANGED if found is _NOTHING else mutation(found, request.obj)
 
 
 def _review(request: Request, config: Config, now: float, state: UsageView | None) -> Findings:
@@ -140,7 +139,10 @@ def _update(
         old = extractor(request._replace(obj=request.old_obj, old_obj=None), config)
     except (ObjectError, RecursionError):
         old = None
-    before = verdict(assess(context_for(old, config, now=now))) if old is not None else None
+    # only numbers are read of these two verdicts: no words
+    before = None
+    if old is not None:
+        before = verdict(assess(context_for(old, config, now=now)), words=False)
     # quotas and budgets already hold the old version: measure the new one against the rest
     held = before.usage if before is not None else None
     rest = without(state, held) if state is not None else None
@@ -149,7 +151,7 @@ def _update(
         # the budget holds the old estimate already: charge what the update adds
         added = max(0.0, found.charge.usd - held.usd)
         found = found._replace(charge=found.charge._replace(usd=added))
-    after = verdict(found)
+    after = verdict(found, words=False)
     if before is None or after.estimate is None:
         return found
     if after.deadline is not None and after.deadline != workload.existing_deadline:
@@ -160,6 +162,7 @@ def _update(
     runtime = after.runtime_seconds
     if (
         not kept.reasons
+        and not workload.informational  # a template sets no deadline: its Workflows do
         and after.mode == "enforce"
         and runtime is not None
         and workload.existing_deadline is not None

@@ -99,4 +99,4 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
         config.policy.hours_per_month,
     )
     usage = demand(workload, pricing)
-    return None if math.isinf(usage.usd) or math.isinf(usage.gpus) else usage
+    return usage if math.isfinite(usage.usd) and math.isfinite(usage.gpus) else None

@@ -14,7 +14,7 @@ from typing import Any, Literal, NamedTuple
 from .types import ANNOTATION_ESTIMATED_COST, MALFORMED
 from .verdict import Decision, Findings, verdict
 
-__all__ = ["Mutation", "escape", "mutation", "patch_ops"]
+__all__ = ["UNCHANGED", "Mutation", "escape", "mutation", "patch_ops"]
 
 
 class Mutation(NamedTuple):
@@ -36,7 +36,7 @@ class Mutation(NamedTuple):
         return "patch" if self.ops else "skip"
 
 
-_UNCHANGED = Mutation()
+UNCHANGED = Mutation()  # allowed as it is
 
 
 def mutation(found: Findings, obj: Mapping[str, Any]) -> Mutation:
@@ -44,10 +44,10 @@ def mutation(found: Findings, obj: Mapping[str, Any]) -> Mutation:
     decision = verdict(found, words=False)  # only a refusal has words to show
     if decision.allowed:
         ops = patch_ops(decision, obj)
-        return Mutation(tuple(ops)) if ops else _UNCHANGED
+        return Mutation(tuple(ops)) if ops else UNCHANGED
     if any(reason.code in MALFORMED for reason in decision.reasons):
         return Mutation(refusal=verdict(found))
-    return _UNCHANGED
+    return UNCHANGED
 
 
 def escape(token: str) -> str:

@@ -240,7 +240,9 @@ def price(
         usd = per_hour * hours
     else:
         per_hour = workload.concurrency.peak(rates)
-        by_peak = per_hour * hours if per_hour else 0.0
+        # No bound on what runs at once is no bound on cost, however short the deadline
+        # (∞ × 0 h would be NaN, which every comparison lets through).
+        by_peak = per_hour if math.isinf(per_hour) else per_hour * hours
         if workload.exit_concurrency is not None:
             by_peak += _after_deadline(workload, rates)
         by_steps = _steps_bound(workload, rates, hours)

@@ -112,7 +112,7 @@ def verdict(found: Findings, *, words: bool = True) -> Decision:
     cost_text = found.cost_text
     if words and estimate is not None and not cost_text:
         cost_text = messages.cost(estimate)
-    # positional, in field order: this runs on every GPU review
+    # positional, in field order (pinned by tests/core/test_verdict.py): every GPU review
     return Decision(
         outcome,
         allowed,
@@ -161,10 +161,13 @@ def _audit(
     workload = found.workload
     if workload is not None and (found.assessed or every):
         audit["workload"] = f"{workload.kind}/{workload.display_name}"
+    codes = ""
     if len(every) == 1:
-        audit["reasons"] = every[0].code
+        codes = every[0].code
     elif every:
-        audit["reasons"] = ",".join(dict.fromkeys([r.code for r in every]))
+        codes = ",".join(dict.fromkeys([r.code for r in every]))
+    if codes and found.reasons:  # a refusal alone comes last: it was found last
+        audit["reasons"] = codes
     estimate = found.estimate
     if estimate is not None:
         audit["estimated-cost-usd"] = f"{estimate.usd:.2f}"
@@ -173,6 +176,8 @@ def _audit(
         audit["approval-key-id"] = found.approval.key_id
         audit["approval-max-usd"] = f"{found.approval.max_usd:.2f}"
         audit["approval-expires"] = str(found.approval.expires_at)
+    if codes and not found.reasons:
+        audit["reasons"] = codes
     if found.audit:
         audit.update(found.audit)
     return audit

@@ -3,6 +3,8 @@ exit handler without a deadline) are denied, with the way through."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tests.support.builders import request
@@ -132,3 +134,31 @@ def test_a_gpu_exit_handler_without_a_deadline_has_no_bound(wide: Config) -> Non
     decision = evaluate(request(obj), config=wide)
     assert codes(decision) == ["invalid-gpu-request"]
     assert "exit handler" in decision.reasons[0].message
+
+
+def test_a_recursion_with_a_zero_deadline_is_unbounded_not_nan(wide: Config) -> None:
+    # ∞ GPUs at once × 0 h was NaN: "$nan", stamped "nan", and every comparison with a
+    # threshold, an approval or a quota let it through.
+    obj = workflow(
+        steps("main", [call("t", "train")], [call("again", "main")]),
+        gpu("train", 1),
+        spec={"activeDeadlineSeconds": 0},
+    )
+    decision = evaluate(request(obj), config=wide)
+    assert codes(decision) == ["invalid-gpu-request"]
+    assert "no bound on its cost" in decision.reasons[0].message
+    assert decision.stamp is None and decision.usage is None
+
+
+def test_a_recursion_with_a_zero_deadline_holds_nothing_in_warn_mode(wide: Config) -> None:
+    warn = Config(
+        wide.table, replace(wide.policy, default=replace(wide.policy.default, mode="warn"))
+    )
+    obj = workflow(
+        steps("main", [call("t", "train")], [call("again", "main")]),
+        gpu("train", 1),
+        spec={"activeDeadlineSeconds": 0},
+    )
+    decision = evaluate(request(obj), config=warn)
+    assert decision.outcome == "warn"
+    assert decision.estimate is None and decision.usage is None and decision.stamp is None

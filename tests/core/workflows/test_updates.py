@@ -18,6 +18,7 @@ from tests.support.workflows import (
     patched,
     steps,
     workflow,
+    workflow_template,
 )
 from webhook.core.engine import Config, evaluate
 
@@ -115,6 +116,18 @@ def test_raising_the_deadline_of_an_expensive_workflow_is_lowered_back(wide, str
     decision, new = update(strict, old, lambda wf: wf["spec"].update(activeDeadlineSeconds=604800))
     assert decision.allowed and codes(decision) == []
     assert patched(decision, new)["spec"]["activeDeadlineSeconds"] == 43200
+
+
+def test_a_workflow_templates_own_deadline_is_left_alone_on_update(strict) -> None:
+    # A template sets no deadline (its Workflows get theirs): creating one with a week's
+    # deadline leaves it, and so must an update that does not raise its cost.
+    template = workflow_template("nightly", workflow(gpu("main", 1))["spec"])
+    template["spec"]["activeDeadlineSeconds"] = 604800
+    created = evaluate(request(template), config=strict)
+    assert created.allowed and created.deadline is None
+    decision, new = update(strict, template, lambda t: t["metadata"].update(annotations={"x": "y"}))
+    assert decision.allowed and decision.deadline is None
+    assert patched(decision, new)["spec"]["activeDeadlineSeconds"] == 604800
 
 
 def test_a_relabel_that_keeps_the_labels_is_allowed(strict) -> None:
