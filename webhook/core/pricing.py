@@ -1,4 +1,5 @@
-"""Workload + price table -> Estimate, with a per-line breakdown.
+"""Workload + price table -> Estimate, with a per-line breakdown, and what the workload
+holds once admitted (`demand`: GPUs at its busiest, per type, and the cost it commits).
 
 The estimate is an upper bound, so every doubt resolves towards the dearer GPU: several
 allowed types price as the most expensive, a type nothing pins down prices by the
