@@ -231,7 +231,7 @@ def test_costgate_status_sends_the_token_file(cluster_server, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def rbac() -> list[dict[str, Any]]:
+def base() -> list[dict[str, Any]]:
     kubectl = require_tool("kubectl", hint="the test extra ships kubectl on Linux")
     rendered = subprocess.run(
         [kubectl, "kustomize", str(REPO / "manifests" / "base")],
@@ -239,11 +239,12 @@ def rbac() -> list[dict[str, Any]]:
         text=True,
         check=True,
     ).stdout
-    return [
-        o
-        for o in yaml.safe_load_all(rendered)
-        if o and o["apiVersion"] == "rbac.authorization.k8s.io/v1"
-    ]
+    return [o for o in yaml.safe_load_all(rendered) if o]
+
+
+@pytest.fixture(scope="module")
+def rbac(base: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in base if o["apiVersion"] == "rbac.authorization.k8s.io/v1"]
 
 
 def _named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -276,3 +277,14 @@ def test_nobody_is_granted_the_status_reader_role_by_the_install(rbac):
         for b in rbac
         if b["kind"].endswith("Binding") and b["roleRef"]["name"] == "costgate-status-reader"
     ] == []
+
+
+def test_the_shipped_deployment_checks_tokens(base):
+    """Cluster state, and no COSTGATE_STATUS_AUTH turning it to loopback: bearer tokens."""
+    (deployment,) = [o for o in base if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["COSTGATE_STATE"], env.get("COSTGATE_STATUS_AUTH", "kubernetes")) == (
+        "cluster",
+        "kubernetes",
+    )
