@@ -97,6 +97,9 @@ def _serve(
             "COSTGATE_KUBECONFIG": str(_write_kubeconfig(tmp_path / "kubeconfig", api)),
             "COSTGATE_LEDGER_NAMESPACE": LEDGER_NS,
             "COSTGATE_STALE_AFTER": str(STALE_AFTER),
+            # _status reads the cache through /status from this host; who else may read it
+            # (bearer tokens, TokenReview, SubjectAccessReview) is test_status_auth.py's
+            "COSTGATE_STATUS_AUTH": "loopback",
             **env,
         },
     )

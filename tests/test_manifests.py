@@ -547,7 +547,7 @@ READ = {"get", "list", "watch"}
 
 
 def test_cluster_role_only_reads_what_the_cache_watches(base):
-    (role,) = kinds(base, "ClusterRole")
+    role = one(base, "ClusterRole", "costgate")
     granted = set()
     for rule in role["rules"]:
         assert set(rule) == {"apiGroups", "resources", "verbs"}  # no nonResourceURLs, names
@@ -589,12 +589,14 @@ def test_no_wildcards_no_secrets_no_escalation(base):
 def test_bindings_grant_the_roles_to_the_service_account(base):
     subject = {"kind": "ServiceAccount", "name": "costgate", "namespace": NAMESPACE}
     one(base, "ServiceAccount", "costgate")
-    for kind, role_kind in [("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")]:
-        (binding,) = kinds(base, kind)
+    for kind, name, role_kind in [
+        ("ClusterRoleBinding", "costgate", "ClusterRole"),
+        ("RoleBinding", "costgate-ledger", "Role"),
+    ]:
+        binding = one(base, kind, name)
         assert binding["subjects"] == [subject]
         assert binding["roleRef"]["kind"] == role_kind
-        (role,) = kinds(base, role_kind)
-        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        one(base, role_kind, binding["roleRef"]["name"])
 
 
 # --------------------------------------------------------------------------- webhooks

@@ -160,13 +160,27 @@ def _status(args: argparse.Namespace) -> int:
 
         verify: bool | str = str(args.ca) if args.ca else True
         query = {"namespace": args.namespace} if args.namespace else {}
+        headers = {}
+        if args.token_file:
+            try:
+                source = args.token_file
+                token = (sys.stdin.read() if source == "-" else Path(source).read_text()).strip()
+            except OSError as exc:
+                print(f"costgate: cannot read the token: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            headers["Authorization"] = f"Bearer {token}"
+        url = f"{args.server.rstrip('/')}/status"
         try:
-            response = httpx.get(f"{args.server.rstrip('/')}/status", params=query, verify=verify)
+            response = httpx.get(url, params=query, headers=headers, verify=verify)
         except httpx.HTTPError as exc:
             print(f"costgate: cannot reach {args.server}: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         if response.status_code != 200:
-            print(f"costgate: {args.server} answered {response.status_code}", file=sys.stderr)
+            try:
+                why = f": {response.json()['error']}"
+            except (ValueError, KeyError, TypeError):
+                why = ""
+            print(f"costgate: {args.server} answered {response.status_code}{why}", file=sys.stderr)
             return EXIT_BAD_INPUT
         report = response.json()
     else:
@@ -265,6 +279,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     status.add_argument("--server", help="ask a running webhook (https://HOST:PORT) instead")
     status.add_argument("--ca", type=Path, help="CA certificate of --server")
+    status.add_argument(
+        "--token-file",
+        help="bearer token for --server (e.g. <(kubectl create token NAME)); '-': standard input",
+    )
     status.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
     status.add_argument("--context", help="kubeconfig context")
     status.add_argument("--ledger-namespace", default="costgate-system")

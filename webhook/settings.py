@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # How long the cache is trusted while a watch keeps failing (API server unreachable):
     # past it /readyz answers 503 and governed workloads get on_state_unavailable.
     stale_after: float = Field(default=30.0, gt=0)
+    # Who may read GET /status (every team's usage and budgets): kubernetes (a bearer token,
+    # checked by TokenReview and SubjectAccessReview) or loopback (callers on this host).
+    # Default: kubernetes with cluster state, loopback with memory state.
+    status_auth: Literal["kubernetes", "loopback"] | None = None
     # POST /noop reads the body and answers a constant review without parsing it: for
     # benchmarks only, so the cost of costgate's own code shows next to the server's.
     noop_endpoint: bool = False

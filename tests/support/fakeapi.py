@@ -20,15 +20,20 @@ resources, as etcd's revision is.
         core = kubernetes.client.CoreV1Api(c)
         rv = core.list_namespaced_config_map("default").metadata.resource_version
 
-Knowingly simpler than the real server: no authn/authz, admission, defaulting or schema
-validation (objects are stored as sent; no controllers, so pods get no status); JSON only; strategic
-merge patch is applied as a JSON merge patch (lists replaced, not merged by key), server-side apply
-is 415; ``/status`` is served as the object itself; DELETE is immediate (no grace period,
-finalizers or namespace cascade); LIST ignores ``resourceVersion``/``resourceVersionMatch`` and
-serves the latest state; continue snapshots live until ``compact()`` or until 32 newer ones
-exist, not for etcd's 5 minutes; bookmarks come after ``bookmark_interval`` idle seconds, not about
-once a minute; a watch without ``timeoutSeconds`` never times out; fieldSelector accepts any dotted
-path; ``metadata.generation`` bumps when ``spec`` changes.
+TokenReview and SubjectAccessReview answer from tables a test fills (``add_user``, ``grant``):
+a token is a user, and a grant lets a user or ``group:<name>`` use one verb on one resource, in
+one namespace or (``namespace=None``) in all of them and cluster-wide, as a ClusterRoleBinding.
+
+Knowingly simpler than the real server: no authn/authz of its own clients (the reviews only answer
+for others), no admission, defaulting or schema validation (objects are stored as sent; no
+controllers, so pods get no status); JSON only; strategic merge patch is applied as a JSON merge
+patch (lists replaced, not merged by key), server-side apply is 415; ``/status`` is served as the
+object itself; DELETE is immediate (no grace period, finalizers or namespace cascade); LIST ignores
+``resourceVersion``/``resourceVersionMatch`` and serves the latest state; continue snapshots live
+until ``compact()`` or until 32 newer ones exist, not for etcd's 5 minutes; bookmarks come after
+``bookmark_interval`` idle seconds, not about once a minute; a watch without ``timeoutSeconds``
+never times out; fieldSelector accepts any dotted path; ``metadata.generation`` bumps when ``spec``
+changes.
 """
 
 from __future__ import annotations
@@ -137,6 +142,11 @@ _CONTINUE_EXPIRED = (
     "inconsistent list - objects that were created, modified, or deleted between the time the "
     "first chunk was returned and now may show up in the list."
 )
+# The review APIs served: (group, version, plural) -> kind. POST only, answered, never stored.
+_REVIEWS = {
+    ("authentication.k8s.io", "v1", "tokenreviews"): "TokenReview",
+    ("authorization.k8s.io", "v1", "subjectaccessreviews"): "SubjectAccessReview",
+}
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})  # Go's strconv.ParseBool
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what the real generateName suffix draws from
 _SNAPSHOTS_KEPT = 32  # list snapshots for continue tokens, least recently used evicted (-> 410)
@@ -440,6 +450,7 @@ class _Route:
     namespace: str | None = None
     name: str | None = None
     document: Obj | None = None  # a discovery answer
+    review: str | None = None  # TokenReview or SubjectAccessReview
 
 
 @dataclass
@@ -549,6 +560,8 @@ class FakeApiServer(ThreadingHTTPServer):
         self._stopping = threading.Event()
         self._accept_thread: threading.Thread | None = None
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self._users: dict[str, Obj] = {}  # bearer token -> userInfo
+        self._grants: set[tuple[str, str, str, str, str | None]] = set()
         self.errors: list[str] = []  # unexpected exceptions in the server (should stay empty)
         super().__init__((host, port), _Handler)
 
@@ -740,6 +753,21 @@ class FakeApiServer(ThreadingHTTPServer):
         with self._cond:
             self._fail_rules.clear()
             self._conflicts.clear()
+
+    def add_user(
+        self, token: str, username: str, *, groups: Iterable[str] = (), uid: str = ""
+    ) -> None:
+        """A TokenReview of `token` authenticates `username` (with `groups`)."""
+        with self._cond:
+            self._users[token] = {"username": username, "uid": uid, "groups": list(groups)}
+
+    def grant(
+        self, subject: str, verb: str, group: str, resource: str, namespace: str | None = None
+    ) -> None:
+        """A SubjectAccessReview lets `subject` (a user, or ``group:<name>``) `verb` the
+        `resource` of `group` in `namespace`; None: every namespace and cluster-wide."""
+        with self._cond:
+            self._grants.add((subject, verb, group, resource, namespace))
 
     def compact(self) -> str:
         """Forget all history up to now: older watch RVs and continue tokens get 410 Expired."""
@@ -1136,6 +1164,8 @@ class FakeApiServer(ThreadingHTTPServer):
             raise _unknown_path()
         if not rest:
             return _Route(document=self._resources_doc(group, version))
+        if len(rest) == 1 and (group, version, rest[0]) in _REVIEWS:
+            return _Route(review=_REVIEWS[group, version, rest[0]])
         ns: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             ns, rest = rest[1], rest[2:]
@@ -1155,6 +1185,11 @@ class FakeApiServer(ThreadingHTTPServer):
         self, h: _Handler, method: str, route: _Route, query: dict[str, str], raw: bytes
     ) -> None:
         res, ns, name = route.res, route.namespace, route.name
+        if route.review is not None:
+            if method != "POST":
+                raise FakeApiError(405, _MESSAGES[405])
+            self._send(h, 201, self._review(route.review, _parse_json(raw)))
+            return
         if route.document is not None or res is None:
             if method != "GET":
                 raise FakeApiError(405, _MESSAGES[405])
@@ -1432,6 +1467,36 @@ class FakeApiServer(ThreadingHTTPServer):
         _write_chunk(h, _event_line(etype, obj))
 
     # --- discovery ---------------------------------------------------------------------------
+
+    def _review(self, kind: str, body: Any) -> Obj:
+        spec = body.get("spec") if isinstance(body, dict) else None
+        if not isinstance(spec, dict):
+            raise FakeApiError(400, f"{kind} needs a spec")
+        answer: Obj
+        with self._cond:
+            if kind == "TokenReview":
+                user = self._users.get(str(spec.get("token") or ""))
+                answer = (
+                    {"authenticated": True, "user": _clone(user)}
+                    if user is not None
+                    else {"user": {}, "error": "invalid bearer token"}
+                )
+            else:
+                attributes = spec.get("resourceAttributes") or {}
+                namespace = attributes.get("namespace") or None
+                subjects = [spec.get("user"), *(f"group:{g}" for g in spec.get("groups") or ())]
+                wanted = (
+                    attributes.get("verb"),
+                    attributes.get("group") or "",
+                    attributes.get("resource"),
+                )
+                allowed = any(
+                    (subject, *wanted, scope) in self._grants
+                    for subject in subjects
+                    for scope in {None, namespace}
+                )
+                answer = {"allowed": allowed, "reason": "granted by fakeapi" if allowed else ""}
+        return {"kind": kind, "apiVersion": body.get("apiVersion"), "spec": spec, "status": answer}
 
     def _served(self) -> list[Resource]:
         return [r for r in self._resources.values() if r.plural not in self.missing]

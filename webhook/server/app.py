@@ -3,7 +3,8 @@
 `/mutate` and `/validate` are served by `AdmissionEndpoints` before FastAPI sees the request:
 every Pod creation in the cluster waits on them, and FastAPI's per-request machinery
 (routing, dependency injection, response models) would cost more than the decision itself.
-Health, readiness and metrics are ordinary FastAPI routes.
+Health, readiness, metrics and status are ordinary FastAPI routes; /status (every team's
+usage and budgets) answers only the callers a `StatusAccess` lets through.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from ..access import KubernetesAccess, LoopbackOnly, StatusAccess
 from ..admission import ReviewError, recover_uid
 from ..approvals import Keyring
 from ..core.config import Config
@@ -26,7 +28,7 @@ from ..reload import Reloader
 from ..service import AdmissionService, Answer, Endpoint
 from ..settings import Settings
 from ..state import State, memory_state
-from ..state.cluster import cluster_state
+from ..state.cluster import cluster_state, load_api_client
 from ..state.report import usage_report
 from ..tables import load_config
 from .metrics import Metrics
@@ -144,9 +146,12 @@ def build_app(
     metrics: Metrics | None = None,
     noop_endpoint: bool = False,
     state: State | None = None,
+    status_access: StatusAccess | None = None,
 ) -> AdmissionEndpoints:
-    """The whole application for a loaded Config (or a function returning the current one)."""
+    """The whole application for a loaded Config (or a function returning the current one).
+    /status answers whom `status_access` lets through (default: callers on this host)."""
     metrics = metrics or Metrics()
+    access = status_access or LoopbackOnly()
     current = config if callable(config) else (lambda: config)
     service = AdmissionService(current, observer=metrics, state=state)
     api = FastAPI(title="costgate", docs_url=None, redoc_url=None, openapi_url=None)
@@ -166,8 +171,16 @@ def build_app(
         return PlainTextResponse("ok")
 
     @api.get("/status")
-    def status(namespace: str | None = None) -> Response:
+    def status(request: Request, namespace: str | None = None) -> Response:
         """Usage against quotas and budgets, as `costgate status --server` shows it."""
+        refusal = access.check(
+            authorization=request.headers.get("authorization"),
+            peer=request.client.host if request.client is not None else None,
+            namespace=namespace,
+        )
+        if refusal is not None:
+            body = orjson.dumps({"error": refusal.reason})
+            return Response(body, refusal.status, refusal.headers, "application/json")
         if state is None:
             return Response(b'{"error":"no quota state"}', 404, media_type="application/json")
         report = usage_report(state, current().policy, namespace=namespace, now=time.time())
@@ -209,6 +222,20 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
         metrics.watch_state(state.cluster.sync_state, lambda: len(state.tally))
     else:
         state = memory_state()
+    # /status: bearer tokens where there is an API server to check them, else this host only
+    status_access: StatusAccess = LoopbackOnly()
+    default_auth = "kubernetes" if state.cluster is not None else "loopback"
+    if (settings.status_auth or default_auth) == "kubernetes":
+        api_client = (
+            state.cluster.api_client
+            if state.cluster is not None
+            else load_api_client(
+                kubeconfig=settings.kubeconfig,
+                context=settings.kube_context,
+                in_cluster=settings.kubeconfig is None and settings.kube_context is None,
+            )
+        )
+        status_access = KubernetesAccess(api_client)
 
     def load() -> Config:
         config = load_config(settings.pricing, settings.policy, verify)
@@ -230,6 +257,7 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
         noop_endpoint=settings.noop_endpoint,
         state=state,
         metrics=metrics,
+        status_access=status_access,
     )
     # Everything built so far (FastAPI, pydantic, the tables: ~60k objects) lives as long as
     # the process. Frozen out of the collector, a full collection no longer walks it: that

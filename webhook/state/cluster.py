@@ -26,7 +26,7 @@ from .watch import Resource, Watcher
 if TYPE_CHECKING:  # the client is imported when the state is made: memory mode never does
     from kubernetes.client import ApiClient
 
-__all__ = ["ClusterState", "Resource", "Watcher", "cluster_state"]
+__all__ = ["ClusterState", "Resource", "Watcher", "cluster_state", "load_api_client"]
 
 log = logging.getLogger("costgate.cluster")
 
@@ -47,6 +47,7 @@ class ClusterState:
     ) -> None:
         from kubernetes import client
 
+        self.api_client = api_client  # shared with what else asks the API server (/status)
         core = client.CoreV1Api(api_client)
         batch = client.BatchV1Api(api_client)
         custom = client.CustomObjectsApi(api_client)
@@ -259,17 +260,7 @@ def cluster_state(
     ledger, with pending charges reconciled in the background. Not started: call
     `state.cluster.start()`."""
     if api_client is None:
-        from kubernetes import client
-        from kubernetes import config as kube_config
-
-        # kubernetes.config's loaders are not annotated
-        if in_cluster:
-            kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        else:
-            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig) if kubeconfig else None, context=context
-            )
-        api_client = client.ApiClient()
+        api_client = load_api_client(kubeconfig=kubeconfig, context=context, in_cluster=in_cluster)
     cluster = ClusterState(
         api_client,
         config=config,
@@ -282,3 +273,20 @@ def cluster_state(
     )
     cluster.add_periodic(reconcile_seconds, cluster.reconcile)
     return state
+
+
+def load_api_client(
+    *, kubeconfig: str | Path | None = None, context: str | None = None, in_cluster: bool = False
+) -> ApiClient:
+    """An ApiClient from the pod's service account (`in_cluster`) or a kubeconfig."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    # kubernetes.config's loaders are not annotated
+    if in_cluster:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None, context=context
+        )
+    return client.ApiClient()
