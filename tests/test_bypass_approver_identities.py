@@ -89,7 +89,7 @@ def refusal(response: dict[str, Any]) -> tuple[bool, str, str]:
     return (
         response["allowed"],
         response["auditAnnotations"].get("reasons", ""),
-        response["status"]["message"],
+        response.get("status", {}).get("message", ""),  # an admission has no status
     )
 
 
@@ -124,6 +124,20 @@ def test_an_approver_cannot_approve_what_they_submit_under_another_identity(
     assert f'{named}, an identity of "alice" in the policy\'s approver_identities; {SELF}' in (
         message
     )
+
+
+def test_identities_listed_under_the_approvers_key_id_count_too(
+    keys: tuple[Path, Path], token: str
+) -> None:
+    """The policy may name the approver by key id (`alice.<8 hex>`), as `approvers:` does:
+    the CI service account listed there is alice's too, and her approval is refused."""
+    (key_id,) = Keyring(keys[1]).key_ids
+    config = load_config(verify_approval=Keyring(keys[1]).verify)
+    policy = policy_with(approver_identities={key_id: {"users": [CI]}})
+    by_key = AdmissionService(dataclasses.replace(config, policy=policy))
+    allowed, reasons, message = refusal(submitted(by_key, token, CI, SA_GROUPS))
+    assert (allowed, reasons) == (False, "invalid-approval")
+    assert f'submitted by "{CI}", an identity of "alice"' in message
 
 
 def test_an_approver_cannot_approve_what_a_member_of_their_group_submits(
@@ -199,8 +213,9 @@ def test_a_malformed_user_info_extra_is_a_clear_400(svc: AdmissionService, token
     API server, and is refused as unreadable rather than read as "no impersonation"."""
     response = submitted(svc, token, CI, SA_GROUPS, {"original-user": "alice"})
     assert (response["allowed"], response["status"]["code"]) == (False, 400)
-    assert "request.userInfo.extra must map names to lists of strings" in (
-        response["status"]["message"]
+    assert (
+        "request.userInfo.extra must map names to lists of strings"
+        in (response["status"]["message"])
     )
 
 
