@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -40,6 +41,7 @@ _UID_SCAN_BYTES = 64 * 1024
 # "large numbers of warnings may be truncated" (AdmissionResponse.warnings): the first ones
 # are what kubectl shows; 10,000 of them (one per bad template) only make the answer huge
 _MAX_WARNINGS = 16
+_NO_EXTRA: Mapping[str, Sequence[str]] = MappingProxyType({})  # userInfo without extra
 _STATUS_REASONS = {
     400: "BadRequest",
     403: "Forbidden",
@@ -113,6 +115,13 @@ def parse_review(body: bytes) -> Request:
         groups = []
     elif type(groups) is not list or not set(map(type, groups)) <= {str}:
         raise ReviewError("request.userInfo.groups must be a list of strings", uid)
+    extra = user.get("extra")
+    if extra is None:
+        extra = _NO_EXTRA
+    elif type(extra) is not dict or not all(
+        type(values) is list and set(map(type, values)) <= {str} for values in extra.values()
+    ):
+        raise ReviewError("request.userInfo.extra must map names to lists of strings", uid)
     dry_run = request.get("dryRun") or False
     if type(dry_run) is not bool:
         raise ReviewError(messages.wrong_type("request.dryRun", "bool", dry_run), uid)
@@ -143,6 +152,7 @@ def parse_review(body: bytes) -> Request:
         username,
         tuple(groups),
         dry_run,
+        extra,
     )
 
 

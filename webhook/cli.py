@@ -13,6 +13,7 @@ from . import __version__
 from .approvals import Keyring, keygen, mint
 from .certs import ensure_certificates, issue, service_hosts, write_cluster_manifests
 from .core.quantities import parse_duration
+from .core.types import Requester
 from .estimate import (
     ManifestError,
     estimate_rows,
@@ -47,7 +48,10 @@ def _estimate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if args.approval:
         objects = [with_approval(obj, args.approval) for obj in objects]
-    rows = estimate_rows(objects, config=config, namespace=args.namespace, now=time.time())
+    requester = Requester(args.as_user, tuple(args.as_group))
+    rows = estimate_rows(
+        objects, config=config, namespace=args.namespace, now=time.time(), requester=requester
+    )
     print(render_json(rows) if args.output == "json" else render_table(rows))
     if any(r["code"] == "invalid-request" for row in rows for r in row["reasons"]):
         return EXIT_BAD_INPUT  # an object with fields of the wrong type is not a manifest
@@ -256,6 +260,20 @@ def _parser() -> argparse.ArgumentParser:
     estimate.add_argument("--policy", type=Path)
     estimate.add_argument("--approval", help="check this approval token against the objects")
     estimate.add_argument("--approvers", type=Path, help="approvers' public keys (directory)")
+    estimate.add_argument(
+        "--as",
+        dest="as_user",
+        default="",
+        metavar="USER",
+        help="decide as if USER submitted the objects (as the API server names them)",
+    )
+    estimate.add_argument(
+        "--as-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="a group of that user (repeatable)",
+    )
     estimate.set_defaults(run=_estimate)
 
     generate = commands.add_parser("keygen", help="an Ed25519 key pair for an approver")

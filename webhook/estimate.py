@@ -17,7 +17,7 @@ import yaml
 from .core import messages
 from .core.config import TemplateLookup
 from .core.engine import Config, evaluate
-from .core.types import ANNOTATION_APPROVAL, Request
+from .core.types import ANNOTATION_APPROVAL, NOBODY, Request, Requester
 from .core.verdict import Decision
 
 __all__ = [
@@ -74,7 +74,7 @@ def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
-def _request(obj: dict[str, Any], namespace: str) -> Request:
+def _request(obj: dict[str, Any], namespace: str, requester: Requester) -> Request:
     metadata = _metadata(obj)
     api_version = str(obj["apiVersion"])
     return Request(
@@ -85,6 +85,9 @@ def _request(obj: dict[str, Any], namespace: str) -> Request:
         namespace=str(metadata.get("namespace") or namespace),
         name=str(metadata.get("name") or ""),
         obj=obj,
+        username=requester.username,
+        groups=requester.groups,
+        extra=requester.extra,
     )
 
 
@@ -155,13 +158,16 @@ def estimate_rows(
     config: Config,
     namespace: str = "default",
     now: float = 0.0,
+    requester: Requester = NOBODY,
 ) -> list[dict[str, Any]]:
+    """One row per object: the webhook's decision on it, as submitted by `requester` (whom
+    an approval's no-self-approval rule compares with the approver)."""
     objects = list(objects)
     if config.lookup is None:
         config = replace(config, lookup=template_lookup(objects, namespace))
     rows = []
     for obj in objects:
-        request = _request(obj, namespace)
+        request = _request(obj, namespace, requester)
         rows.append(_row(request, evaluate(request, config=config, now=now)))
     return rows
 

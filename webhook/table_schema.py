@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .core.quantities import parse_duration
 
-__all__ = ["_Budget", "_NamespaceRules", "_Policy", "_Pricing", "_Quota"]
+__all__ = ["_ApproverIdentities", "_Budget", "_NamespaceRules", "_Policy", "_Pricing", "_Quota"]
 
 
 class _Strict(BaseModel):
@@ -157,6 +157,26 @@ class _NamespaceRules(_Strict):
         return value
 
 
+_APPROVER_KEY = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[0-9a-f]{8})?")
+# Groups every authenticated (or every anonymous) request carries: listing one would make
+# everybody the approver.
+_EVERYBODY = {"system:authenticated", "system:unauthenticated"}
+_Identity = Annotated[str, Field(min_length=1)]
+
+
+class _ApproverIdentities(_Strict):
+    users: list[_Identity] = []
+    groups: list[_Identity] = []
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        for group in value:
+            if group.strip().lower() in _EVERYBODY:
+                raise ValueError(f"{group!r} is every user's group, not one person's")
+        return value
+
+
 class _Controller(_Strict):
     kind: str
     api_group: str
@@ -172,6 +192,21 @@ class _Policy(_NamespaceRules):
     hours_per_month: Annotated[float, Field(gt=0, le=744)] = 730.0
     approval_clock_skew: _Duration = "60s"
     approver_groups: dict[str, list[str]] = {}
+    # approver name (or key id) -> the users and groups that person submits as
+    approver_identities: dict[str, _ApproverIdentities] = {}
     exempt_namespaces: list[str] = []
     controllers: list[_Controller] = []
     namespaces: dict[str, _NamespaceRules] = {}
+
+    @field_validator("approver_identities")
+    @classmethod
+    def _approver_keys(
+        cls, value: dict[str, _ApproverIdentities]
+    ) -> dict[str, _ApproverIdentities]:
+        for key in value:
+            if not _APPROVER_KEY.fullmatch(key):
+                raise ValueError(
+                    f"{key!r} is not an approver name (lowercase letters, digits and '-') "
+                    "or key id (<approver>.<8 hex digits>)"
+                )
+        return value

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from .core.catalog import GpuType, PriceTable, ResourceRule, normalize_label_value
 from .core.config import Config
-from .core.policy import NamespacePolicy, Policy, TrustedController
+from .core.policy import ApproverIdentities, NamespacePolicy, Policy, TrustedController
 from .core.quantities import parse_duration
 from .core.types import ApprovalVerifier
 from .core.usage import Budget, Quota
@@ -157,6 +157,7 @@ def _namespace_policy(
         approvers=base.approvers
         if rules.approvers is None
         else _approvers(rules.approvers, groups, where),
+        approver_identities=base.approver_identities,
         max_approval_usd=base.max_approval_usd
         if rules.max_approval_usd is None
         else rules.max_approval_usd,
@@ -180,7 +181,15 @@ def parse_policy(data: object, origin: str = "policy") -> Policy:
     """A validated Policy from parsed YAML; TableError naming `origin` and the field."""
     model = _validate(_Policy, data, origin)
     groups = model.approver_groups
-    default = _namespace_policy(model, NamespacePolicy(), groups, origin)
+    identities = {
+        key: ApproverIdentities(
+            frozenset(u.strip().lower() for u in entry.users),
+            frozenset(g.strip().lower() for g in entry.groups),
+        )
+        for key, entry in model.approver_identities.items()
+    }
+    base = NamespacePolicy(approver_identities=identities)
+    default = _namespace_policy(model, base, groups, origin)
     namespaces = {}
     for name, rules in model.namespaces.items():
         effective = _namespace_policy(rules, default, groups, f"{origin}: namespaces.{name}")

@@ -19,7 +19,7 @@ from .extract.podspec import ObjectError
 from .patch import UNCHANGED, Mutation, mutation
 from .rules.context import Context
 from .rules.labels import check_labels
-from .types import ANNOTATION_ESTIMATED_COST, Reason, Request, Workload
+from .types import ANNOTATION_ESTIMATED_COST, NOBODY, Reason, Request, Requester, Workload
 from .usage import UsageView, without
 from .verdict import ALLOW, Decision, Findings, verdict
 
@@ -34,7 +34,7 @@ def context_for(
     *,
     now: float = 0.0,
     state: UsageView | None = None,
-    requester: str = "",
+    requester: Requester = NOBODY,
 ) -> Context:
     """The rules' view of one workload: its namespace's policy and what it is compared with."""
     policy = config.policy
@@ -100,7 +100,13 @@ def _findings(request: Request, config: Config, now: float, state: UsageView | N
         return _update(request, workload, extractor, config, now, state)._replace(kept_stamp=kept)
     if workload.workload_class == "controlled":
         return Findings(workload=workload, audit={"priced-with": "owner"})
-    return assess(context_for(workload, config, now=now, state=state, requester=request.username))
+    return assess(
+        context_for(workload, config, now=now, state=state, requester=_requester(request))
+    )
+
+
+def _requester(request: Request) -> Requester:
+    return Requester(request.username, request.groups, request.extra)
 
 
 def _labels_kept(request: Request, workload: Workload, config: Config) -> Findings:
@@ -146,7 +152,9 @@ def _update(
     # quotas and budgets already hold the old version: measure the new one against the rest
     held = before.usage if before is not None else None
     rest = without(state, held) if state is not None else None
-    found = assess(context_for(workload, config, now=now, state=rest, requester=request.username))
+    found = assess(
+        context_for(workload, config, now=now, state=rest, requester=_requester(request))
+    )
     if held is not None and found.charge is not None:
         # the budget holds the old estimate already: charge what the update adds
         added = max(0.0, found.charge.usd - held.usd)

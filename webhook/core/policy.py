@@ -14,12 +14,29 @@ from .usage import Budget, Quota
 _NO_QUOTA = Quota()
 _NO_BUDGET = Budget()
 
-__all__ = ["ControllerRole", "NamespacePolicy", "Policy", "TrustedController", "UnknownGpuRule"]
+__all__ = [
+    "ApproverIdentities",
+    "ControllerRole",
+    "NamespacePolicy",
+    "Policy",
+    "TrustedController",
+    "UnknownGpuRule",
+]
 
 UnknownGpuRule = Literal["most-expensive", "deny"]
 # priced: the owner was priced when it was submitted (Workflow, Job): its pods are not.
 # serving: the owner runs pods without end (ReplicaSet, StatefulSet, DaemonSet): price per month.
 ControllerRole = Literal["priced", "serving"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApproverIdentities:
+    """The Kubernetes identities one approver (a person) submits as: user names (OIDC names,
+    service accounts they can impersonate) and groups (all lowercase). A workload submitted
+    under any of them is theirs, and their approval does not count for it."""
+
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +58,9 @@ class NamespacePolicy:
     # Who may approve here (approver names or key ids); empty: any listed approver.
     approvers: frozenset[str] = frozenset()
     max_approval_usd: float | None = None  # the most one approval may grant here
+    # Each approver's other identities, by approver name or key id (the same in every
+    # namespace: a person is who they are everywhere).
+    approver_identities: Mapping[str, ApproverIdentities] = field(default_factory=dict)
     # Only these GPU types may run here (empty: any type in the table).
     allowed_gpu_types: frozenset[str] = frozenset()
     quota: Quota = _NO_QUOTA  # the namespace as a whole

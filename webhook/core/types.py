@@ -24,6 +24,7 @@ __all__ = [
     "EMPTY",
     "INFINITE",
     "MALFORMED",
+    "NOBODY",
     "Approval",
     "ApprovalVerifier",
     "Concurrency",
@@ -37,6 +38,7 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "Request",
+    "Requester",
     "Workload",
     "WorkloadClass",
 ]
@@ -107,6 +109,21 @@ class Request(NamedTuple):
     username: str = ""
     groups: tuple[str, ...] = ()
     dry_run: bool = False
+    # request.userInfo.extra as the API server sent it (checked to be lists of strings);
+    # impersonating proxies put the person they act for there
+    extra: Mapping[str, Sequence[str]] = MappingProxyType({})
+
+
+class Requester(NamedTuple):
+    """Who submits the workload, as the API server authenticated them (request.userInfo):
+    the no-self-approval rule compares it with the approver's identities."""
+
+    username: str = ""
+    groups: tuple[str, ...] = ()
+    extra: Mapping[str, Sequence[str]] = MappingProxyType({})
+
+
+NOBODY = Requester()  # no user: the CLI's estimate when no --as is given
 
 
 class GpuRequest(NamedTuple):

@@ -24,6 +24,9 @@ __all__ = [
     "approval_not_allowed",
     "approval_not_yet_valid",
     "approval_self",
+    "approval_self_group",
+    "approval_self_identity",
+    "approval_self_impersonated",
     "approval_too_small",
     "approval_unknown_key",
     "approval_wrong_experiment",
@@ -32,6 +35,9 @@ __all__ = [
     "approvals_disabled",
     "approved",
 ]
+
+
+_NOT_YOURS = "nobody approves their own workload: ask another approver"
 
 
 def _approval(approval: Approval) -> str:
@@ -78,7 +84,31 @@ def approval_too_small(approval: Approval, usd: float) -> str:
 def approval_self(approval: Approval, relation: str, who: str) -> str:
     return (
         f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
-        f"{relation} by {quote(who)}; nobody approves their own workload: ask another approver"
+        f"{relation} by {quote(who)}; {_NOT_YOURS}"
+    )
+
+
+def approval_self_identity(approval: Approval, user: str) -> str:
+    return (
+        f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
+        f"submitted by {quote(user)}, an identity of {quote(approval.approver)} in the policy's "
+        f"approver_identities; {_NOT_YOURS}"
+    )
+
+
+def approval_self_group(approval: Approval, user: str, group: str) -> str:
+    return (
+        f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
+        f"submitted by {quote(user)} in group {quote(group)}, a group of "
+        f"{quote(approval.approver)} in the policy's approver_identities; {_NOT_YOURS}"
+    )
+
+
+def approval_self_impersonated(approval: Approval, user: str, key: str, value: str) -> str:
+    return (
+        f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
+        f"submitted by {quote(user)} on behalf of {quote(value)} (userInfo extra "
+        f"{quote(key)}), who is {quote(approval.approver)}; {_NOT_YOURS}"
     )
 
 

@@ -8,11 +8,13 @@ compares claims with the workload, with the clock passed in.
 from __future__ import annotations
 
 from .. import messages
-from ..policy import NamespacePolicy
-from ..types import Approval, Estimate, Reason, Workload
+from ..policy import ApproverIdentities, NamespacePolicy
+from ..types import NOBODY, Approval, Estimate, Reason, Requester, Workload
 from ..usage import EXPERIMENT_LABEL, OWNER_LABEL
 
 __all__ = ["check_approval", "same_person"]
+
+_NO_IDENTITIES = ApproverIdentities()
 
 
 def _names(user: str) -> set[str]:
@@ -29,6 +31,46 @@ def same_person(approver: str, user: str) -> bool:
     return bool(approver) and approver.lower() in _names(user)
 
 
+def _identities(approval: Approval, policy: NamespacePolicy) -> ApproverIdentities:
+    """The approver's identities listed in the policy, under their name or their key id."""
+    listed = policy.approver_identities
+    by_name = listed.get(approval.approver, _NO_IDENTITIES)
+    by_key = listed.get(approval.key_id)
+    if by_key is None:
+        return by_name
+    return ApproverIdentities(by_name.users | by_key.users, by_name.groups | by_key.groups)
+
+
+def _names_approver(approval: Approval, identities: ApproverIdentities, name: str) -> bool:
+    return same_person(approval.approver, name) or name.strip().lower() in identities.users
+
+
+def _self_approval(
+    approval: Approval, policy: NamespacePolicy, requester: Requester, owner: str
+) -> str:
+    """Why the workload is the approver's own ('' when it is not): submitted under one of
+    their names or listed identities, by a member of one of their groups, on their behalf
+    (an impersonating proxy's userInfo extra naming them), or owned by them."""
+    identities = _identities(approval, policy)
+    user = requester.username
+    if same_person(approval.approver, user):
+        return messages.approval_self(approval, "submitted", user)
+    if user.strip().lower() in identities.users:
+        return messages.approval_self_identity(approval, user)
+    for group in requester.groups:
+        if group.strip().lower() in identities.groups:
+            return messages.approval_self_group(approval, user, group)
+    for key, values in requester.extra.items():
+        for value in values:
+            if _names_approver(approval, identities, value) or (
+                value.strip().lower() in identities.groups
+            ):
+                return messages.approval_self_impersonated(approval, user, key, value)
+    if _names_approver(approval, identities, owner):
+        return messages.approval_self(approval, "owned", owner)
+    return ""
+
+
 def check_approval(
     approval: Approval,
     *,
@@ -37,18 +79,18 @@ def check_approval(
     policy: NamespacePolicy,
     now: float,
     skew: int,
-    requester: str = "",
+    requester: Requester = NOBODY,
 ) -> list[Reason]:
     """Every way the approval fails to cover this workload; [] when it covers it.
 
-    `requester` is the user the API server authenticated (request.userInfo.username): an
-    approver may not approve what they submit, nor a workload that names them its owner."""
+    `requester` is who the API server authenticated (request.userInfo): an approver may not
+    approve what they submit under any of their identities (policy approver_identities), nor
+    a workload that names them its owner."""
     problems: list[str] = []
     owner = workload.labels.get(OWNER_LABEL, "")
-    if same_person(approval.approver, requester):
-        problems.append(messages.approval_self(approval, "submitted", requester))
-    elif same_person(approval.approver, owner):
-        problems.append(messages.approval_self(approval, "owned", owner))
+    own = _self_approval(approval, policy, requester, owner)
+    if own:
+        problems.append(own)
     if now > approval.expires_at + skew:
         problems.append(messages.approval_expired(approval))
     if approval.issued_at > now + skew:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from ..catalog import PriceTable
 from ..policy import NamespacePolicy
-from ..types import ApprovalVerifier, Reason, Workload
+from ..types import NOBODY, ApprovalVerifier, Reason, Requester, Workload
 from ..usage import UsageView
 
 __all__ = ["NOTHING", "Context", "Finding"]
@@ -28,7 +28,7 @@ class Context(NamedTuple):
     verify: ApprovalVerifier | None = None
     now: float = 0.0  # Unix seconds: approvals expire and budget months turn by it
     skew: int = 60  # approval clock skew allowed, seconds
-    requester: str = ""  # the user the API server authenticated
+    requester: Requester = NOBODY  # who the API server authenticated
     state: UsageView | None = None  # current use; None: quotas and budgets are not checked
 
 
