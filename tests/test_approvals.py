@@ -26,6 +26,8 @@ from webhook.core.types import Approval, Reason
 
 NOW = 1_800_000_000.0
 H100 = {"costgate.io/gpu-type": "h100-80gb", "costgate.io/max-runtime": "24h"}
+# the annotation counts where a nodeSelector allows its type (gpu_type_annotation: checked)
+H100_NODES = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def expensive(approval: str | None = None, **kw):
     annotations = dict(H100)
     if approval is not None:
         annotations["costgate.io/approval"] = approval
-    return pod(gpus=8, annotations=annotations, **kw)
+    return pod(gpus=8, annotations=annotations, spec={"nodeSelector": dict(H100_NODES)}, **kw)
 
 
 def decide(obj, config: Config, now: float = NOW):
@@ -290,6 +292,7 @@ def test_approvals_travel_with_workflows_to_their_pods(keys, config) -> None:
             "templates": [
                 {
                     "name": "main",
+                    "nodeSelector": dict(H100_NODES),
                     "container": {"image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}},
                 }
             ],

@@ -618,18 +618,14 @@ def _t4_by_annotation_only(pod: dict[str, Any]) -> None:
 
 def test_a_gpu_type_annotation_alone_lowers_the_price_only_where_the_policy_trusts_it() -> None:
     """A user writes `costgate.io/gpu-type: t4` on 8 GPUs with no node selector: the pod may
-    run on H100s, priced as T4s. By default the annotation names the type (`trusted`, the
-    default: $7.82, admitted). A platform team that does not take users' word sets
-    `gpu_type_annotation: checked`: the annotation alone then pins nothing, the unknown-gpu
-    rule prices the pod as the dearest GPU (over the threshold: denied) or denies it, and the
-    message says which nodeSelector makes the declaration count. With a nodeSelector that
-    keeps the pod on T4 nodes, the T4 price stands in both modes."""
+    run on H100s, priced as T4s. By default (`gpu_type_annotation: checked`) the annotation
+    alone pins nothing: the unknown-gpu rule prices the pod as the dearest GPU (over the
+    threshold: denied) or denies it, and the message says which nodeSelector makes the
+    declaration count. Only a policy that opts into `trusted` takes the user's word ($7.82,
+    admitted). With a nodeSelector that keeps the pod on T4 nodes, the T4 price stands in
+    both modes."""
     doc = review(POD, _t4_by_annotation_only)
-    trusted = ask(service(), doc)
-    assert trusted["allowed"]
-    assert float(trusted["auditAnnotations"]["estimated-cost-usd"]) == round(8 * 0.978, 2)
-
-    checked = ask(service(gpu_type_annotation="checked"), doc)
+    checked = ask(service(), doc)
     assert not checked["allowed"]
     assert codes(checked) == {"over-threshold"}
     table = load_config().table
@@ -642,14 +638,18 @@ def test_a_gpu_type_annotation_alone_lowers_the_price_only_where_the_policy_trus
         and f"priced as {dearest.id}" in w
         for w in checked["warnings"]
     )
-    strict = ask(service(gpu_type_annotation="checked", unknown_gpu="deny"), doc)
+    strict = ask(service(unknown_gpu="deny"), doc)
     assert codes(strict) == {"unknown-gpu-type"}
     assert "pin t4 with a GPU nodeSelector" in strict["status"]["message"]
+
+    trusted = ask(service(gpu_type_annotation="trusted"), doc)
+    assert trusted["allowed"]
+    assert float(trusted["auditAnnotations"]["estimated-cost-usd"]) == round(8 * 0.978, 2)
 
     pinned = review(
         POD, lambda pod: (_t4_by_annotation_only(pod), pod["spec"].update(nodeSelector=T4_SELECTOR))
     )
-    for svc in (service(), service(gpu_type_annotation="checked", unknown_gpu="deny")):
+    for svc in (service(unknown_gpu="deny"), service(gpu_type_annotation="trusted")):
         answer = ask(svc, pinned)
         assert answer["allowed"], answer
         assert float(answer["auditAnnotations"]["estimated-cost-usd"]) == round(8 * 0.978, 2)

@@ -535,6 +535,8 @@ def test_arbitrary_bytes_always_get_a_well_formed_answer(body, data, service) ->
 
 
 A100_FOR_AN_HOUR = {"costgate.io/max-runtime": "1h", "costgate.io/gpu-type": "a100-80gb"}
+# the annotation counts where a nodeSelector allows its type (gpu_type_annotation: checked)
+ON_A100 = {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}}
 
 
 def pod_review(
@@ -555,7 +557,7 @@ def pod_review(
             "labels": dict(LABELS) if labels is None else labels,
             "annotations": {**A100_FOR_AN_HOUR, **(annotations or {})},
         },
-        "spec": {"containers": [_gpu_container("main", gpus)], **(spec or {})},
+        "spec": {"containers": [_gpu_container("main", gpus)], **ON_A100, **(spec or {})},
     }
     return _review(obj, group="", kind="Pod", uid=uid)
 
@@ -1160,6 +1162,7 @@ def test_the_stamp_is_added_to_an_object_without_metadata(service) -> None:
     del doc["request"]["object"]["metadata"]
     job = doc["request"]["object"]["spec"]["jobTemplate"]
     job["metadata"]["annotations"] = {"costgate.io/gpu-type": "t4"}  # cheap: allowed
+    job["spec"]["template"]["spec"]["nodeSelector"] = {"nvidia.com/gpu.product": "Tesla-T4"}
     response = both(service, json.dumps(doc).encode())["mutate"]
     result = patched(doc["request"]["object"], response)
     assert "costgate.io/estimated-cost" in result["metadata"]["annotations"]

@@ -10,6 +10,9 @@ from webhook.core.engine import Config, evaluate
 
 H100 = {"costgate.io/gpu-type": "h100-80gb"}
 T4 = {"costgate.io/gpu-type": "t4"}
+# the annotation counts where a nodeSelector allows its type (gpu_type_annotation: checked)
+ON_H100 = {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}
+ON_T4 = {"nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"}}
 RS_OWNER = {
     "apiVersion": "apps/v1",
     "kind": "ReplicaSet",
@@ -32,7 +35,7 @@ CASES = [
     # (id, pod, expected allowed, expected codes, expected runtime seconds, expected deadline)
     (
         "a small attributed T4 job is allowed with the default 12h deadline",
-        pod(annotations=T4),
+        pod(annotations=T4, spec=ON_T4),
         True,
         [],
         43200,
@@ -40,7 +43,7 @@ CASES = [
     ),
     (
         "a declared runtime becomes the deadline",
-        pod(annotations={**T4, "costgate.io/max-runtime": "90m"}),
+        pod(annotations={**T4, "costgate.io/max-runtime": "90m"}, spec=ON_T4),
         True,
         [],
         5400,
@@ -49,7 +52,8 @@ CASES = [
     (
         "a smaller existing deadline is kept",
         pod(
-            annotations={**T4, "costgate.io/max-runtime": "2h"}, spec={"activeDeadlineSeconds": 600}
+            annotations={**T4, "costgate.io/max-runtime": "2h"},
+            spec={**ON_T4, "activeDeadlineSeconds": 600},
         ),
         True,
         [],
@@ -60,7 +64,7 @@ CASES = [
         "a larger existing deadline is lowered to the declaration",
         pod(
             annotations={**T4, "costgate.io/max-runtime": "2h"},
-            spec={"activeDeadlineSeconds": 86400},
+            spec={**ON_T4, "activeDeadlineSeconds": 86400},
         ),
         True,
         [],
@@ -69,16 +73,23 @@ CASES = [
     ),
     (
         "a larger existing deadline without declaration is lowered to the default",
-        pod(annotations=T4, spec={"activeDeadlineSeconds": 10 * 86400}),
+        pod(annotations=T4, spec={**ON_T4, "activeDeadlineSeconds": 10 * 86400}),
         True,
         [],
         43200,
         43200,
     ),
-    ("missing both labels", pod(annotations=T4, labels={}), False, ["missing-labels"], 43200, None),
+    (
+        "missing both labels",
+        pod(annotations=T4, labels={}, spec=ON_T4),
+        False,
+        ["missing-labels"],
+        43200,
+        None,
+    ),
     (
         "an empty label value counts as missing",
-        pod(annotations=T4, labels={"owner": "", "experiment": "x"}),
+        pod(annotations=T4, labels={"owner": "", "experiment": "x"}, spec=ON_T4),
         False,
         ["missing-labels"],
         43200,
@@ -86,7 +97,7 @@ CASES = [
     ),
     (
         "a label value with a trailing space is refused",
-        pod(annotations=T4, labels={"owner": "alice ", "experiment": "x"}),
+        pod(annotations=T4, labels={"owner": "alice ", "experiment": "x"}, spec=ON_T4),
         False,
         ["missing-labels"],
         43200,
@@ -94,7 +105,7 @@ CASES = [
     ),
     (
         "an unreadable runtime",
-        pod(annotations={**T4, "costgate.io/max-runtime": "forever"}),
+        pod(annotations={**T4, "costgate.io/max-runtime": "forever"}, spec=ON_T4),
         False,
         ["invalid-runtime"],
         None,
@@ -102,7 +113,7 @@ CASES = [
     ),
     (
         "a runtime above the 7d cap",
-        pod(annotations={**T4, "costgate.io/max-runtime": "8d"}),
+        pod(annotations={**T4, "costgate.io/max-runtime": "8d"}, spec=ON_T4),
         False,
         ["runtime-too-long"],
         None,
@@ -110,7 +121,7 @@ CASES = [
     ),
     (
         "exactly the cap is allowed if cheap",
-        pod(annotations={**T4, "costgate.io/max-runtime": "7d"}, gpus=0),
+        pod(annotations={**T4, "costgate.io/max-runtime": "7d"}, gpus=0, spec=ON_T4),
         True,
         [],
         None,
@@ -118,7 +129,7 @@ CASES = [
     ),
     (
         "eight H100 for a day is over the $100 threshold",
-        pod(gpus=8, annotations={**H100, "costgate.io/max-runtime": "24h"}),
+        pod(gpus=8, annotations={**H100, "costgate.io/max-runtime": "24h"}, spec=ON_H100),
         False,
         ["over-threshold"],
         86400,
@@ -126,7 +137,7 @@ CASES = [
     ),
     (
         "absurd GPU counts are invalid",
-        pod(gpus=1000, annotations=T4),
+        pod(gpus=1000, annotations=T4, spec=ON_T4),
         False,
         ["invalid-gpu-request"],
         43200,
@@ -142,7 +153,7 @@ CASES = [
     ),
     (
         "every problem is reported at once",
-        pod(labels={}, annotations={**T4, "costgate.io/max-runtime": "8d"}),
+        pod(labels={}, annotations={**T4, "costgate.io/max-runtime": "8d"}, spec=ON_T4),
         False,
         ["missing-labels", "runtime-too-long"],
         None,
@@ -166,7 +177,7 @@ def test_pod_decisions(obj, allowed, reasons, runtime, deadline, config) -> None
 
 
 def test_allowed_gpu_pods_carry_a_short_estimate_warning(config) -> None:
-    decision = decide(pod(annotations=T4), config)
+    decision = decide(pod(annotations=T4, spec=ON_T4), config)
     t4 = config.table.gpus["t4"].usd_per_hour
     assert decision.warnings[0] == (
         f"costgate: estimated cost ${t4 * 12:,.2f} (1 × t4 at ${t4:,.2f}/h × 12h)"
@@ -180,7 +191,7 @@ def test_allowed_gpu_pods_carry_a_short_estimate_warning(config) -> None:
 
 
 def test_a_denied_pod_does_not_claim_a_deadline_was_injected(config) -> None:
-    decision = decide(pod(annotations=T4, labels={}), config)
+    decision = decide(pod(annotations=T4, labels={}, spec=ON_T4), config)
     assert not decision.allowed
     assert not any("injected" in w for w in decision.warnings)
 
@@ -209,7 +220,10 @@ def test_unknown_gpu_type_denied_when_policy_says_so(table) -> None:
 def test_warn_mode_allows_and_says_what_would_be_denied(table) -> None:
     config = Config(table, policy_with(mode="warn"))
     decision = decide(
-        pod(gpus=8, annotations={**H100, "costgate.io/max-runtime": "24h"}, labels={}), config
+        pod(
+            gpus=8, annotations={**H100, "costgate.io/max-runtime": "24h"}, labels={}, spec=ON_H100
+        ),
+        config,
     )
     assert decision.allowed
     assert codes(decision) == ["missing-labels", "over-threshold"]
@@ -221,16 +235,21 @@ def test_warn_mode_allows_and_says_what_would_be_denied(table) -> None:
 
 def test_warn_mode_does_not_inject_the_default_deadline(table) -> None:
     config = Config(table, policy_with(mode="warn"))
-    decision = decide(pod(annotations=T4), config)
+    decision = decide(pod(annotations=T4, spec=ON_T4), config)
     assert decision.allowed and decision.deadline is None
     assert any("which enforce mode would set" in w for w in decision.warnings)
 
 
 def test_namespace_overrides_apply_only_to_their_namespace(table) -> None:
     config = Config(table, policy_with(namespaces={"rich": {"threshold_usd": 5000}}))
-    obj = dict(pod(gpus=8, annotations={**H100, "costgate.io/max-runtime": "24h"}))
+    obj = dict(pod(gpus=8, annotations={**H100, "costgate.io/max-runtime": "24h"}, spec=ON_H100))
     assert decide(obj, config).allowed is False
-    rich = pod(gpus=8, annotations={**H100, "costgate.io/max-runtime": "24h"}, namespace="rich")
+    rich = pod(
+        gpus=8,
+        annotations={**H100, "costgate.io/max-runtime": "24h"},
+        namespace="rich",
+        spec=ON_H100,
+    )
     assert decide(rich, config).allowed is True
 
 
@@ -239,7 +258,7 @@ def test_exempt_namespaces_are_not_evaluated(config) -> None:
 
 
 def test_serving_pods_are_priced_per_month_without_a_deadline(config) -> None:
-    obj = pod(annotations={**T4, "costgate.io/max-runtime": "1h"}, owner=RS_OWNER)
+    obj = pod(annotations={**T4, "costgate.io/max-runtime": "1h"}, owner=RS_OWNER, spec=ON_T4)
     decision = decide(obj, config, username=RS_SA)
     t4 = config.table.gpus["t4"].usd_per_hour
     assert decision.estimate is not None and decision.estimate.per_month
@@ -250,13 +269,15 @@ def test_serving_pods_are_priced_per_month_without_a_deadline(config) -> None:
 
 
 def test_serving_pods_over_the_serving_threshold_are_denied(config) -> None:
-    decision = decide(pod(annotations=H100, owner=RS_OWNER), config, username=RS_SA)
+    decision = decide(pod(annotations=H100, owner=RS_OWNER, spec=ON_H100), config, username=RS_SA)
     assert codes(decision) == ["over-threshold"]
     assert "/month serving limit" in decision.reasons[0].message
 
 
 def test_serving_pods_still_need_labels(config) -> None:
-    decision = decide(pod(annotations=T4, owner=RS_OWNER, labels={}), config, username=RS_SA)
+    decision = decide(
+        pod(annotations=T4, owner=RS_OWNER, labels={}, spec=ON_T4), config, username=RS_SA
+    )
     assert codes(decision) == ["missing-labels"]
 
 
@@ -275,22 +296,24 @@ def test_pods_of_a_priced_owner_are_not_priced_again(config) -> None:
 
 
 def test_updates_cannot_strip_attribution(config) -> None:
-    old = pod(annotations=T4)
-    new = pod(annotations=T4, labels={"owner": "alice"})
+    old = pod(annotations=T4, spec=ON_T4)
+    new = pod(annotations=T4, labels={"owner": "alice"}, spec=ON_T4)
     decision = decide(new, config, operation="UPDATE", old=old)
     assert codes(decision) == ["missing-labels"]
     assert not decision.allowed
 
 
 def test_updates_of_unattributed_pods_are_left_alone(config) -> None:
-    old = pod(annotations=T4, labels={})
-    decision = decide(pod(annotations=T4, labels={"x": "y"}), config, operation="UPDATE", old=old)
+    old = pod(annotations=T4, labels={}, spec=ON_T4)
+    decision = decide(
+        pod(annotations=T4, labels={"x": "y"}, spec=ON_T4), config, operation="UPDATE", old=old
+    )
     assert decision.allowed and not decision.reasons
 
 
 def test_relabelling_an_attributed_pod_is_allowed_and_not_repriced(config) -> None:
-    old = pod(gpus=8, annotations=H100)
-    new = pod(gpus=8, annotations=H100, labels={**LABELS, "experiment": "exp-2"})
+    old = pod(gpus=8, annotations=H100, spec=ON_H100)
+    new = pod(gpus=8, annotations=H100, labels={**LABELS, "experiment": "exp-2"}, spec=ON_H100)
     decision = decide(new, config, operation="UPDATE", old=old)
     assert decision.allowed and not decision.priced
 

@@ -13,6 +13,8 @@ from webhook.core.engine import Config, evaluate
 from webhook.core.patch import patch_ops
 
 T4 = {"costgate.io/gpu-type": "t4"}
+# the annotation counts where a nodeSelector allows its type (gpu_type_annotation: checked)
+T4_NODES = {"nvidia.com/gpu.product": "Tesla-T4"}
 JOB_SA = "system:serviceaccount:kube-system:job-controller"
 
 
@@ -31,6 +33,7 @@ def job(
             "metadata": {"labels": template_labels} if template_labels is not None else {},
             "spec": {
                 "restartPolicy": "Never",
+                "nodeSelector": dict(T4_NODES),
                 "containers": [container(limits={"nvidia.com/gpu": str(gpus)})],
             },
         }

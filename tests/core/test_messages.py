@@ -76,12 +76,24 @@ def current(config) -> dict[str, str]:
         _decision_texts("fixture-deny", capture_request("validate-pod-create-deny"), config)
     )
     texts.update(
-        _decision_texts("small-t4", pod(annotations={"costgate.io/gpu-type": "t4"}), config)
+        _decision_texts(
+            "small-t4",
+            pod(
+                annotations={"costgate.io/gpu-type": "t4"},
+                spec={"nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"}},
+            ),
+            config,
+        )
     )
     texts.update(
         _decision_texts(
             "warn-mode",
-            pod(gpus=8, labels={}, annotations={"costgate.io/gpu-type": "h100-80gb"}),
+            pod(
+                gpus=8,
+                labels={},
+                annotations={"costgate.io/gpu-type": "h100-80gb"},
+                spec={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+            ),
             Config(config.table, policy_with(mode="warn")),
         )
     )

@@ -14,6 +14,8 @@ from webhook.core.engine import Config, evaluate
 from webhook.core.patch import escape, patch_ops
 
 T4 = {"costgate.io/gpu-type": "t4"}
+# the annotation counts where a nodeSelector allows its type (gpu_type_annotation: checked)
+ON_T4 = {"nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"}}
 
 
 def mutate(obj, config):
@@ -35,7 +37,7 @@ def test_creates_the_annotations_map_when_the_pod_has_none(config) -> None:
 
 
 def test_keeps_other_annotations(config) -> None:
-    obj = pod(annotations={**T4, "team/x": "1"})
+    obj = pod(annotations={**T4, "team/x": "1"}, spec=ON_T4)
     decision, ops = mutate(obj, config)
     result = applied(obj, ops)
     assert result["metadata"]["annotations"] == {
@@ -46,7 +48,7 @@ def test_keeps_other_annotations(config) -> None:
 
 
 def test_replaces_a_stale_stamp_the_user_wrote(config) -> None:
-    obj = pod(annotations={**T4, "costgate.io/estimated-cost": "0.01"})
+    obj = pod(annotations={**T4, "costgate.io/estimated-cost": "0.01"}, spec=ON_T4)
     decision, ops = mutate(obj, config)
     assert applied(obj, ops)["metadata"]["annotations"]["costgate.io/estimated-cost"] == (
         decision.stamp
@@ -55,7 +57,8 @@ def test_replaces_a_stale_stamp_the_user_wrote(config) -> None:
 
 def test_lowers_a_larger_deadline(config) -> None:
     obj = pod(
-        annotations={**T4, "costgate.io/max-runtime": "1h"}, spec={"activeDeadlineSeconds": 99999}
+        annotations={**T4, "costgate.io/max-runtime": "1h"},
+        spec={**ON_T4, "activeDeadlineSeconds": 99999},
     )
     _, ops = mutate(obj, config)
     assert applied(obj, ops)["spec"]["activeDeadlineSeconds"] == 3600
@@ -63,7 +66,8 @@ def test_lowers_a_larger_deadline(config) -> None:
 
 def test_no_ops_when_nothing_changes(config) -> None:
     obj = pod(
-        annotations={**T4, "costgate.io/max-runtime": "1h"}, spec={"activeDeadlineSeconds": 600}
+        annotations={**T4, "costgate.io/max-runtime": "1h"},
+        spec={**ON_T4, "activeDeadlineSeconds": 600},
     )
     decision, _ops = mutate(obj, config)
     obj["metadata"]["annotations"]["costgate.io/estimated-cost"] = decision.stamp
@@ -71,7 +75,7 @@ def test_no_ops_when_nothing_changes(config) -> None:
 
 
 def test_denied_and_plain_pods_get_no_patch(config) -> None:
-    assert mutate(pod(annotations=T4, labels={}), config)[1] == []
+    assert mutate(pod(annotations=T4, labels={}, spec=ON_T4), config)[1] == []
     assert mutate(pod(gpus=None), config)[1] == []
 
 

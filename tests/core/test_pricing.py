@@ -115,7 +115,9 @@ def test_gpu_type_resolution(spec, annotation, expected, table, policy) -> None:
     annotations = {"costgate.io/gpu-type": annotation} if annotation else None
     workload = extract_pod(request(pod(spec=spec, annotations=annotations)), Config(table, policy))
     assert workload is not None
-    pricing = price(workload, table, hours=1, per_month=False)
+    # the annotation as `gpu_type_annotation: trusted` reads it; what `checked` (the default)
+    # does with an annotation alone: tests/test_bypass_gpu_type_default.py
+    pricing = price(workload, table, hours=1, per_month=False, trust_annotation=True)
     line = pricing.estimate.lines[0]
     if expected is None:
         assert not line.resolved
@@ -144,7 +146,11 @@ def test_annotation_outpriced_by_selector_is_reported(table) -> None:
 
 
 def test_cost_is_price_times_gpus_times_hours(table, policy) -> None:
-    obj = pod(gpus=8, annotations={"costgate.io/gpu-type": "h100-80gb"})
+    obj = pod(
+        gpus=8,
+        annotations={"costgate.io/gpu-type": "h100-80gb"},
+        spec={"nodeSelector": {PRODUCT: "NVIDIA-H100-80GB-HBM3"}},
+    )
     workload = extract_pod(request(obj), Config(table, policy))
     assert workload is not None
     estimate = price(workload, table, hours=24, per_month=False).estimate

@@ -14,6 +14,8 @@ from webhook.core.verdict import Decision, Findings, refused, with_warning
 
 BUDGET = {"budget": {"usd": 1000}}
 T4 = {"costgate.io/gpu-type": "t4"}  # cheap enough to pass the threshold
+# the annotation counts where a nodeSelector allows its type (gpu_type_annotation: checked)
+ON_T4 = {"nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"}}
 LATE = Reason("over-budget", "another replica spent the budget first")
 
 
@@ -27,7 +29,9 @@ def budget_config(table, **extra) -> Config:
 
 def budgeted(table):
     """A cheap GPU pod admitted under a budget: it holds usage and a charge."""
-    return evaluate(request(pod(annotations=T4)), config=budget_config(table), state=_Spent())
+    return evaluate(
+        request(pod(annotations=T4, spec=ON_T4)), config=budget_config(table), state=_Spent()
+    )
 
 
 class _Spent:
@@ -49,7 +53,7 @@ def test_a_pod_without_gpus_is_skipped_with_nothing_to_audit(config) -> None:
 
 
 def test_a_priced_gpu_pod_is_allowed_stamped_and_audited(config) -> None:
-    decision = evaluate(request(pod(gpus=1, annotations=T4)), config=config)
+    decision = evaluate(request(pod(gpus=1, annotations=T4, spec=ON_T4)), config=config)
     assert decision.outcome == "allow"
     assert decision.stamp == f"{decision.estimate.usd:.2f}"
     assert decision.audit["decision"] == "allow"
@@ -83,7 +87,9 @@ def test_a_refusal_after_the_core_goes_through_the_verdict(table) -> None:
 
 def test_a_refusal_denies_in_warn_mode_too(table) -> None:
     config = budget_config(table, mode="warn")
-    admitted = evaluate(request(pod(labels={}, annotations=T4)), config=config, state=_Spent())
+    admitted = evaluate(
+        request(pod(labels={}, annotations=T4, spec=ON_T4)), config=config, state=_Spent()
+    )
     assert admitted.outcome == "warn"
     decision = refused(admitted, LATE)
     assert decision.outcome == "deny"
@@ -128,7 +134,7 @@ def test_mutate_leaves_policy_denials_to_validate(config) -> None:
 
 
 def test_mutate_patches_what_is_admitted(config) -> None:
-    obj = pod(gpus=1, annotations=T4)
+    obj = pod(gpus=1, annotations=T4, spec=ON_T4)
     answer = mutate(request(obj), config=config)
     assert answer.outcome == "patch"
     assert {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": 12 * 3600} in answer.ops
@@ -148,7 +154,7 @@ def test_a_refusal_after_the_core_is_audited_last(table) -> None:
 
 
 def test_the_rules_reasons_are_audited_beside_the_workload(config) -> None:
-    decision = evaluate(request(pod(labels={}, annotations=T4)), config=config)
+    decision = evaluate(request(pod(labels={}, annotations=T4, spec=ON_T4)), config=config)
     assert list(decision.audit)[:3] == ["decision", "workload", "reasons"]
 
 

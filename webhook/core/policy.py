@@ -68,9 +68,10 @@ class NamespacePolicy:
     owner_quotas: Mapping[str, Quota] = field(default_factory=dict)
     budget: Budget = _NO_BUDGET  # each experiment (label value)
     quota_warning_ratio: float = 0.8  # warn above this share of a quota or budget
-    # trusted: the gpu-type annotation alone names the type; checked: it counts only where a
-    # node selector or affinity allows that type (alone, nothing makes the scheduler honour it)
-    gpu_type_annotation: Literal["trusted", "checked"] = "trusted"
+    # checked: the gpu-type annotation counts only where a node selector or affinity allows
+    # that type (alone, nothing makes the scheduler honour it); trusted, an explicit opt-in:
+    # the annotation alone names the type
+    gpu_type_annotation: Literal["trusted", "checked"] = "checked"
     # Whether any quota or budget applies here (else the state store is not read). Derived
     # once: every GPU review asks.
     limits_anything: bool = field(init=False, default=False)

@@ -4,7 +4,8 @@ holds once admitted (`demand`: GPUs at its busiest, per type, and the cost it co
 The estimate is an upper bound, so every doubt resolves towards the dearer GPU: several
 allowed types price as the most expensive, a type nothing pins down prices by the
 unknown-gpu rule, and the gpu-type annotation (which the user writes) can raise a price
-that node selectors imply but never lower it.
+that node selectors imply but never lower it; alone, it names the type only where the policy
+trusts it (gpu_type_annotation: trusted).
 """
 
 from __future__ import annotations
@@ -186,12 +187,13 @@ def price(
     table: PriceTable,
     hours: float,
     per_month: bool,
-    trust_annotation: bool = True,
+    trust_annotation: bool = False,
 ) -> Pricing:
     """Price every GPU line of every pod shape for `hours` (the workload's deadline).
 
-    `trust_annotation` False (policy gpu_type_annotation: checked): a type only the gpu-type
-    annotation names is not pinned, and the unknown-gpu rule prices it.
+    `trust_annotation` False (policy gpu_type_annotation: checked, the default): a type only
+    the gpu-type annotation names is not pinned, and the unknown-gpu rule prices it. True
+    (`trusted`) only where the policy says so.
 
     Pods and Jobs: all replicas for the whole deadline. Workflows: the smaller of two upper
     bounds, the dearest moment of the concurrency tree for the whole deadline, and (when
@@ -206,9 +208,11 @@ def price(
     per_hour = 0.0
     for shape in workload.pods:
         resolution = resolve_types(shape.placement, table)
-        resolutions.append(resolution)
         if resolution.annotation_only and not trust_annotation:
+            # the rules read this too: a type only the annotation names allows no type
+            # (allowed_gpu_types), as it pins no price
             resolution = resolution._replace(candidates=frozenset())
+        resolutions.append(resolution)
         rate = 0.0
         shape_hours = None
         if workflow and shape.deadline is not None:
