@@ -62,6 +62,8 @@ def current(config) -> dict[str, str]:
         "too-many-gpus": messages.too_many_gpus(1000, 64),
         "unknown-annotation": messages.unknown_gpu_annotation("h1000", ["t4", "a10g"]),
         "unknown-denied": messages.unknown_gpu_denied("demo", ["nvidia.com/gpu.product=X9"]),
+        # where the policy trusts the annotation (gpu_type_annotation: trusted), it is a way
+        "unknown-denied-trusted": messages.unknown_gpu_denied("demo", [], annotation=True),
         "injection": messages.missing_labels(
             "Pod", "evil\nWarning: approved", ["owner"], ["owner"]
         ),

@@ -25,11 +25,14 @@ __all__ = [
 ]
 
 
-def gpu_type_not_allowed(refused: Iterable[str], namespace: str, allowed: Iterable[str]) -> str:
+def gpu_type_not_allowed(
+    refused: Iterable[str], namespace: str, allowed: Iterable[str], *, annotation: bool = False
+) -> str:
+    also = f" or {ANNOTATION_GPU_TYPE}" if annotation else ""  # where the policy trusts it
     return (
         f"GPU type {', '.join(refused)} is not allowed in namespace {quote(namespace)}, which "
         f"allows {', '.join(allowed)}; pin one of those with a node selector "
-        f"(e.g. nvidia.com/gpu.product) or {ANNOTATION_GPU_TYPE}"
+        f"(e.g. nvidia.com/gpu.product){also}"
     )
 
 

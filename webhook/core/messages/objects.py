@@ -112,18 +112,27 @@ def _unknown_labels(labels: Iterable[str]) -> str:
     return f" (no GPU type in the pricing table matches {', '.join(labels)})"
 
 
-def unknown_gpu_denied(namespace: str, labels: Iterable[str]) -> str:
+def _pin_it(annotation: bool, example: str = "") -> str:
+    """The way to pin a GPU type: a node selector, and the annotation only where the policy
+    takes it at its word (gpu_type_annotation: trusted)."""
+    way = f"pin it with a GPU nodeSelector{example}"
+    return f"{way} or annotation {ANNOTATION_GPU_TYPE}" if annotation else way
+
+
+def unknown_gpu_denied(namespace: str, labels: Iterable[str], *, annotation: bool = False) -> str:
     return (
         f"the GPU type is not pinned{_unknown_labels(labels)} and namespace {quote(namespace)} "
-        f"does not price unknown GPUs; set annotation {ANNOTATION_GPU_TYPE} or a GPU nodeSelector "
-        f"such as nvidia.com/gpu.product"
+        f"does not price unknown GPUs; "
+        f"{_pin_it(annotation, ' such as nvidia.com/gpu.product')}"
     )
 
 
-def unknown_gpu_priced(gpu: str, usd_per_hour: float, labels: Iterable[str]) -> str:
+def unknown_gpu_priced(
+    gpu: str, usd_per_hour: float, labels: Iterable[str], *, annotation: bool = False
+) -> str:
     return warning(
         f"GPU type not pinned{_unknown_labels(labels)}; priced as {gpu} ({money(usd_per_hour)}/h), "
-        f"the dearest it could be; set {ANNOTATION_GPU_TYPE} or a GPU nodeSelector"
+        f"the dearest it could be; {_pin_it(annotation)}"
     )
 
 

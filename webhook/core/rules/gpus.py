@@ -30,6 +30,7 @@ def gpu_types(context: Context, pricing: Pricing) -> Finding:
     if not pricing.unresolved and not pricing.noted:
         return NOTHING  # the common case: every type pinned, and known
     table, policy, namespace = context.table, context.policy, context.workload.namespace
+    trusted = policy.gpu_type_annotation == "trusted"  # then the annotation is a way through
     reasons: list[Reason] = []
     warnings: list[str] = []
     for resolution in pricing.resolutions:
@@ -51,7 +52,7 @@ def gpu_types(context: Context, pricing: Pricing) -> Finding:
             text = (
                 messages.annotation_alone_denied(unpinned, namespace)
                 if unpinned
-                else messages.unknown_gpu_denied(namespace, unknown_labels)
+                else messages.unknown_gpu_denied(namespace, unknown_labels, annotation=trusted)
             )
             reasons.append(Reason("unknown-gpu-type", text))
         else:
@@ -60,7 +61,9 @@ def gpu_types(context: Context, pricing: Pricing) -> Finding:
             warnings.append(
                 messages.annotation_alone_priced(unpinned, gpu.id, gpu.usd_per_hour)
                 if unpinned
-                else messages.unknown_gpu_priced(gpu.id, gpu.usd_per_hour, unknown_labels)
+                else messages.unknown_gpu_priced(
+                    gpu.id, gpu.usd_per_hour, unknown_labels, annotation=trusted
+                )
             )
     if not reasons and not warnings:
         return NOTHING
@@ -71,6 +74,7 @@ def allowed_types(context: Context, pricing: Pricing) -> Finding:
     """Every GPU the workload may land on must be of a type the namespace allows. A pod
     that pins no type may land on any GPU, so it must pin one."""
     allowed = context.policy.allowed_gpu_types
+    trusted = context.policy.gpu_type_annotation == "trusted"
     if not allowed:
         return NOTHING
     namespace = context.workload.namespace
@@ -84,6 +88,8 @@ def allowed_types(context: Context, pricing: Pricing) -> Finding:
             refused = list(context.table.by_price(resolution.candidates - allowed))
             if not refused:
                 continue
-            text = messages.gpu_type_not_allowed(refused, namespace, sorted(allowed))
+            text = messages.gpu_type_not_allowed(
+                refused, namespace, sorted(allowed), annotation=trusted
+            )
         reasons.append(Reason("gpu-type-not-allowed", text))
     return Finding(tuple(reasons)) if reasons else NOTHING
