@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.support.answers import answer
-from tests.support.builders import H100, LABELS, gpu_pod
+from tests.support.builders import H100, LABELS, T4, gpu_pod, review
 from tests.support.config import policy_with
 from webhook.cli import main
 from webhook.service import AdmissionService
@@ -220,3 +220,49 @@ def test_costgate_estimate_denies_a_grace_period_above_the_cap(
     code = main(["estimate", "-f", str(manifest), "-o", "json"])
     row = json.loads(capsys.readouterr().out)[0]
     assert (code, [r["code"] for r in row["reasons"]]) == (1, ["runtime-too-long"])
+
+
+# --- updates and serving ----------------------------------------------------------------------
+
+
+def cronjob(grace: int) -> dict[str, Any]:
+    """A labelled CronJob whose runs are the Job above, with `grace` in its pod template."""
+    spec = job({"terminationGracePeriodSeconds": grace})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": spec["metadata"],
+        "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": spec["spec"]}},
+    }
+
+
+def test_a_cronjob_update_raising_the_grace_period_is_denied(default: AdmissionService) -> None:
+    """A CronJob's jobTemplate is mutable: admitted with 30 s, then edited to a month."""
+    old = cronjob(30)
+    assert answer(default, old)["allowed"]
+    body = json.loads(review(cronjob(MONTH), operation="UPDATE"))
+    body["request"]["oldObject"] = old
+    doc = json.loads(default.handle(json.dumps(body).encode(), "validate").body)
+    assert codes(doc["response"]) == {"runtime-too-long"}
+
+
+def test_a_serving_pod_may_drain_for_longer_than_the_cap(default: AdmissionService) -> None:
+    """A ReplicaSet's pod (made by its controller) has no deadline to outlive and is priced
+    per month: its grace period is not held to max_grace_seconds."""
+    obj = lingering_pod(MONTH, gpus=1)
+    obj["spec"]["nodeSelector"] = T4  # $714/month, under the $2,000 serving threshold
+    obj["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "name": "rs",
+            "uid": "u",
+            "controller": True,
+        }
+    ]
+    body = json.loads(review(obj))
+    body["request"]["userInfo"] = {
+        "username": "system:serviceaccount:kube-system:replicaset-controller"
+    }
+    doc = json.loads(default.handle(json.dumps(body).encode(), "validate").body)
+    assert doc["response"]["allowed"]

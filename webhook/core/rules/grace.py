@@ -16,8 +16,11 @@ __all__ = ["grace"]
 
 
 def grace(context: Context) -> Finding:
-    """No GPU pod may ask for a grace period above the namespace's max_grace_seconds (a pod
-    that sets none gets the API server's default, 30 s)."""
+    """No GPU pod of batch work may ask for a grace period above the namespace's
+    max_grace_seconds (a pod that sets none gets the API server's default, 30 s). Serving
+    pods have no deadline to outlive, and are priced per month: they may drain for longer."""
+    if context.workload.workload_class != "batch":
+        return NOTHING
     most = context.policy.max_grace_seconds
     if most >= DEFAULT_GRACE_SECONDS:  # the common case: only pods that set one can pass it
         shapes = [s for s in context.workload.pods if s.grace is not None and s.grace > most]
