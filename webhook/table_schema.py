@@ -127,6 +127,7 @@ class _NamespaceRules(_Strict):
     unknown_gpu: Literal["most-expensive", "deny"] | None = None
     mode: Literal["enforce", "warn"] | None = None
     max_gpus_per_pod: Annotated[int, Field(ge=1)] | None = None
+    max_grace_seconds: Annotated[int, Field(ge=0)] | None = None
     unresolved_templates: Literal["deny", "warn"] | None = None
     over_threshold: Literal["require-approval", "deny"] | None = None
     approvers: list[str] | None = None  # approver names, key ids, or group:<name>

@@ -152,6 +152,9 @@ def _namespace_policy(
         gpu_type_annotation=rules.gpu_type_annotation or base.gpu_type_annotation,
         mode=rules.mode or base.mode,
         max_gpus_per_pod=rules.max_gpus_per_pod or base.max_gpus_per_pod,
+        max_grace_seconds=base.max_grace_seconds
+        if rules.max_grace_seconds is None
+        else rules.max_grace_seconds,
         unresolved_templates=rules.unresolved_templates or base.unresolved_templates,
         over_threshold=rules.over_threshold or base.over_threshold,
         approvers=base.approvers

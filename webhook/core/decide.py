@@ -17,6 +17,7 @@ from .pricing import demand, price_for
 from .rules.context import NOTHING, Context, Finding
 from .rules.gate import OPEN, gate, threshold
 from .rules.gpus import allowed_types, gpu_types, pod_size
+from .rules.grace import grace
 from .rules.labels import labels
 from .rules.limits import limits
 from .rules.runtime import runtime
@@ -61,7 +62,7 @@ def assess(context: Context) -> Findings:
     warnings: list[str] = []
     if_admitted: list[str] = []
     _gather(
-        (pod_size(context), labels(context), templates(context), run.finding),
+        (pod_size(context), labels(context), templates(context), run.finding, grace(context)),
         reasons,
         warnings,
         if_admitted,

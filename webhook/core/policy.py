@@ -51,6 +51,9 @@ class NamespacePolicy:
     unknown_gpu: UnknownGpuRule = "most-expensive"
     mode: Mode = "enforce"
     max_gpus_per_pod: int = 64
+    # The longest terminationGracePeriodSeconds a GPU pod may ask for: the kubelet keeps a
+    # stopped pod's GPUs that long after its deadline (and after a delete).
+    max_grace_seconds: int = 300
     # A Workflow that runs a WorkflowTemplate costgate cannot read: deny, or warn and allow.
     unresolved_templates: Literal["deny", "warn"] = "deny"
     # Above the threshold: a valid approval lets the workload through, or nothing does.

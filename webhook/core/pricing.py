@@ -15,7 +15,16 @@ from typing import Literal, NamedTuple
 
 from .catalog import PriceTable
 from .policy import NamespacePolicy
-from .types import INFINITE, Estimate, EstimateLine, GpuRequest, Placement, Workload
+from .types import (
+    DEFAULT_GRACE_SECONDS,
+    INFINITE,
+    Estimate,
+    EstimateLine,
+    GpuRequest,
+    Placement,
+    PodShape,
+    Workload,
+)
 from .usage import EXPERIMENT_LABEL, OWNER_LABEL, Usage
 
 __all__ = ["Pricing", "TypeResolution", "demand", "price", "price_for", "resolve_types"]
@@ -151,6 +160,19 @@ def _line(
     )
 
 
+def _grace_hours(shape: PodShape) -> float:
+    """How long the kubelet may keep this shape's pods, and GPUs, after their deadline.
+
+    A grace period up to the API server's default (30 s, which it writes into every pod it
+    stores) is not priced: pricing it would move every estimate by 30 s of GPU time, and the
+    server (which sees 30) and `costgate estimate` (which sees it unset) must agree. A longer
+    one is priced in full; the policy's max_grace_seconds caps it (rules/grace.py)."""
+    grace = shape.grace
+    if grace is None or grace <= DEFAULT_GRACE_SECONDS:
+        return 0.0
+    return grace / 3600
+
+
 def _steps_bound(workload: Workload, rates: list[float], hours: float) -> float:
     """Σ runs × $/h × per-run hours, when every GPU template has a deadline and bounded
     runs; otherwise unbounded. Each run also stops at the workflow's deadline, except the
@@ -162,7 +184,8 @@ def _steps_bound(workload: Workload, rates: list[float], hours: float) -> float:
         if shape.deadline is None or shape.runs is None or math.isinf(shape.runs):
             return INFINITE
         own = shape.deadline / 3600
-        total += shape.runs * rate * (own if shape.after_deadline else min(own, hours))
+        ran = own if shape.after_deadline else min(own, hours)
+        total += shape.runs * rate * (ran + _grace_hours(shape))
     return total
 
 
@@ -178,7 +201,7 @@ def _after_deadline(workload: Workload, rates: list[float]) -> float:
         deadline = workload.pods[index].deadline
         if deadline is None:
             return INFINITE
-        longest = max(longest, deadline / 3600)
+        longest = max(longest, deadline / 3600 + _grace_hours(workload.pods[index]))
     return tree.peak(rates) * longest
 
 
@@ -195,9 +218,11 @@ def price(
     the gpu-type annotation names is not pinned, and the unknown-gpu rule prices it. True
     (`trusted`) only where the policy says so.
 
-    Pods and Jobs: all replicas for the whole deadline. Workflows: the smaller of two upper
-    bounds, the dearest moment of the concurrency tree for the whole deadline, and (when
-    every GPU template has a deadline) the sum over templates of runs × price × deadline.
+    Pods and Jobs: all replicas for the whole deadline, then their grace period above the
+    default (terminationGracePeriodSeconds: the kubelet keeps a stopped pod's GPUs that
+    long). Workflows: the smaller of two upper bounds, the dearest moment of the concurrency
+    tree for the whole deadline and the longest grace period, and (when every GPU template
+    has a deadline) the sum over templates of runs × price × (deadline + grace period).
     """
     lines: list[EstimateLine] = []
     resolutions: list[TypeResolution] = []
@@ -206,6 +231,8 @@ def price(
     unresolved = False
     workflow = workload.concurrency is not None
     per_hour = 0.0
+    grace_hours = 0.0  # the longest grace period of a GPU pod (after the deadline)
+    grace_usd = 0.0  # Pods and Jobs: what their pods cost through their grace periods
     for shape in workload.pods:
         resolution = resolve_types(shape.placement, table)
         if resolution.annotation_only and not trust_annotation:
@@ -215,9 +242,10 @@ def price(
         resolutions.append(resolution)
         rate = 0.0
         shape_hours = None
+        shape_grace = _grace_hours(shape)
         if workflow and shape.deadline is not None:
             own = shape.deadline / 3600
-            shape_hours = own if shape.after_deadline else min(own, hours)
+            shape_hours = (own if shape.after_deadline else min(own, hours)) + shape_grace
         held: list[tuple[str, float]] = []
         for request in shape.gpus:
             label, unit, gpu_id, resolved, fraction = _line(request, resolution, table)
@@ -240,14 +268,23 @@ def price(
             )
         rates.append(rate)
         shape_gpus.append(tuple(held))
+        if shape_grace and rate:
+            if not shape.after_deadline and shape_grace > grace_hours:
+                grace_hours = shape_grace
+            if not workflow:
+                grace_usd += rate * shape.replicas * shape_grace
     basis: Literal["runtime", "peak", "steps"] = "runtime"
+    if per_month:  # serving: priced per month, and a grace period is no part of it
+        grace_hours = grace_usd = 0.0
     if workload.concurrency is None:
-        usd = per_hour * hours
+        usd = per_hour * hours + grace_usd
     else:
         per_hour = workload.concurrency.peak(rates)
         # No bound on what runs at once is no bound on cost, however short the deadline
-        # (∞ × 0 h would be NaN, which every comparison lets through).
-        by_peak = per_hour if math.isinf(per_hour) else per_hour * hours
+        # (∞ × 0 h would be NaN, which every comparison lets through). Pods the deadline
+        # stops keep their GPUs through their grace period: the longest one is priced at
+        # the peak.
+        by_peak = per_hour if math.isinf(per_hour) else per_hour * (hours + grace_hours)
         if workload.exit_concurrency is not None:
             by_peak += _after_deadline(workload, rates)
         by_steps = _steps_bound(workload, rates, hours)
@@ -262,6 +299,7 @@ def price(
         per_month,
         basis,
         per_hour,
+        grace_hours,
     )
     noted = any(r.unknown_annotation or r.annotation_outpriced for r in resolutions)
     return Pricing(estimate, tuple(resolutions), unresolved, tuple(shape_gpus), noted)

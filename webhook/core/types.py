@@ -21,6 +21,7 @@ __all__ = [
     "ANNOTATION_MAX_FANOUT",
     "ANNOTATION_MAX_RUNTIME",
     "COSTGATE_PREFIX",
+    "DEFAULT_GRACE_SECONDS",
     "EMPTY",
     "INFINITE",
     "MALFORMED",
@@ -49,6 +50,9 @@ ANNOTATION_GPU_TYPE = "costgate.io/gpu-type"
 ANNOTATION_ESTIMATED_COST = "costgate.io/estimated-cost"
 ANNOTATION_APPROVAL = "costgate.io/approval"
 ANNOTATION_MAX_FANOUT = "costgate.io/max-fanout"  # the most items a withParam loop has
+
+# terminationGracePeriodSeconds when a pod sets none: the API server writes it in.
+DEFAULT_GRACE_SECONDS = 30
 
 ReasonCode = Literal[
     "missing-labels",  # no owner/experiment label (or one that is not a label value)
@@ -162,6 +166,9 @@ class PodShape(NamedTuple):
     runs: float | None = None
     deadline: int | None = None
     after_deadline: bool = False  # an exit handler's: runs on after the workflow deadline
+    # terminationGracePeriodSeconds as written (None: unset, DEFAULT_GRACE_SECONDS). The
+    # kubelet keeps the pod, and its GPUs, that long after the deadline stops it.
+    grace: int | None = None
 
 
 INFINITE = float("inf")
@@ -282,6 +289,9 @@ class Estimate(NamedTuple):
     # steps: Σ per template runs × price × per-run hours (Workflows with step deadlines).
     basis: Literal["runtime", "peak", "steps"] = "runtime"
     peak_usd_per_hour: float = 0.0
+    # Hours the pods may hold their GPUs after the deadline (their grace period), priced on
+    # top of `hours` (runtime and peak bases; the steps basis has it in each line's hours).
+    grace_hours: float = 0.0
 
 
 class Approval(NamedTuple):

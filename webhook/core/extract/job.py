@@ -23,6 +23,7 @@ from .podspec import (
     pointer,
     read_deadline,
     read_gpus,
+    read_grace,
     read_metadata,
     read_placement,
 )
@@ -77,7 +78,15 @@ def _job_workload(
         labels=merged_labels,
         annotations=merged_annotations,
         workload_class=owner_class(metadata, request.username, policy, created=kind),
-        pods=(PodShape(label="pod", gpus=gpus, placement=placement, replicas=concurrent),),
+        pods=(
+            PodShape(
+                label="pod",
+                gpus=gpus,
+                placement=placement,
+                replicas=concurrent,
+                grace=read_grace(pod_spec, f"{path}.template.spec"),
+            ),
+        ),
         existing_deadline=read_deadline(job_spec, path),
         deadline_path=f"{pointer(path)}/activeDeadlineSeconds",
         problems=tuple(problems),

@@ -5,7 +5,15 @@ from __future__ import annotations
 from ..config import Config
 from ..types import PodShape, Reason, Request, Workload
 from .owner import owner_class
-from .podspec import field, identity, read_deadline, read_gpus, read_metadata, read_placement
+from .podspec import (
+    field,
+    identity,
+    read_deadline,
+    read_gpus,
+    read_grace,
+    read_metadata,
+    read_placement,
+)
 
 __all__ = ["extract_pod"]
 
@@ -29,7 +37,9 @@ def extract_pod(request: Request, config: Config, /) -> Workload | None:
         labels=labels,
         annotations=annotations,
         workload_class=owner_class(metadata, request.username, config.policy),
-        pods=(PodShape(label="pod", gpus=gpus, placement=placement),),
+        pods=(
+            PodShape(label="pod", gpus=gpus, placement=placement, grace=read_grace(spec, "spec")),
+        ),
         existing_deadline=read_deadline(spec, "spec"),
         deadline_path="/spec/activeDeadlineSeconds",
         problems=tuple(problems),

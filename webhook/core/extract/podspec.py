@@ -23,9 +23,13 @@ __all__ = [
     "pointer",
     "read_deadline",
     "read_gpus",
+    "read_grace",
     "read_metadata",
     "read_placement",
 ]
+
+
+_MAX_INT64 = 2**63 - 1
 
 
 class ObjectError(Exception):
@@ -174,6 +178,21 @@ def read_deadline(spec: Mapping[str, Any], path: str) -> int | None:
         message = messages.out_of_range(where, deadline, MAX_DEADLINE_SECONDS)
         raise ObjectError(where, "int", deadline, message=message)
     return deadline
+
+
+def read_grace(spec: Mapping[str, Any], path: str) -> int | None:
+    """spec.terminationGracePeriodSeconds, checked (None when unset): a whole number of
+    seconds from 0 to int64's largest, as the API server requires (the policy caps it)."""
+    grace = spec.get("terminationGracePeriodSeconds")
+    if grace is None:
+        return None
+    where = f"{path}.terminationGracePeriodSeconds"
+    if type(grace) is not int:
+        raise ObjectError(where, "int", grace)
+    if not 0 <= grace <= _MAX_INT64:
+        message = messages.out_of_range(where, grace, _MAX_INT64)
+        raise ObjectError(where, "int", grace, message=message)
+    return grace
 
 
 def _required_terms(

@@ -21,7 +21,7 @@ from ..config import ParseText, TemplateLookup
 from ..quantities import parse_duration
 from ..types import ANNOTATION_MAX_FANOUT, INFINITE, Concurrency, PodShape, Reason
 from .argo import attempts, defaults_for, fanout, int_or_string, merge, times
-from .podspec import ObjectError, field, read_gpus, read_placement
+from .podspec import ObjectError, field, read_gpus, read_grace, read_placement
 
 __all__ = ["WorkflowReader"]
 
@@ -347,6 +347,7 @@ class WorkflowReader:
             gpus=gpus,
             placement=placement,
             deadline=min(deadlines) if deadlines else None,
+            grace=read_grace(pod, where),
         )
 
     def read(self) -> tuple[tuple[PodShape, ...], Concurrency, Concurrency | None]:

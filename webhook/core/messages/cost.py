@@ -24,8 +24,19 @@ from .text import (
 __all__ = ["cost", "estimate_warning", "over_threshold", "template_estimate", "unbounded"]
 
 
+def _span(estimate: Estimate) -> str:
+    """How long the estimate holds the GPUs: `12h`, or `1m + 720h grace` when the pods
+    keep them through a grace period after the deadline."""
+    hours = format_hours(round(estimate.hours * 3600))
+    if not estimate.grace_hours:
+        return hours
+    return f"{hours} + {format_hours(round(estimate.grace_hours * 3600))} grace"
+
+
 def _breakdown(estimate: Estimate) -> str:
-    hours = "730h/month" if estimate.per_month else format_hours(round(estimate.hours * 3600))
+    hours = "730h/month" if estimate.per_month else _span(estimate)
+    if estimate.grace_hours and not estimate.per_month:
+        hours = f"({hours})"
     parts = [
         f"{line.units} × {line.label} at {money(line.usd_per_hour)}/h" for line in estimate.lines
     ]
@@ -39,7 +50,7 @@ def _runs(runs: float | None) -> str:
 
 
 def _workflow_breakdown(estimate: Estimate) -> str:
-    hours = format_hours(round(estimate.hours * 3600))
+    hours = _span(estimate) if not estimate.grace_hours else f"({_span(estimate)})"
     parts = []
     for line in estimate.lines[:MAX_LISTED]:
         text = f"{line.shape}: {line.units} × {line.label} at {money(line.usd_per_hour)}/h"
@@ -69,9 +80,7 @@ def estimate_warning(estimate: Estimate, cost_text: str, gpus: float) -> str:
     line = WARNING_PREFIX + "estimated cost " + one_line(cost_text)
     if len(line) <= SHORT_WARNING:
         return line
-    suffix = (
-        "/month" if estimate.per_month else f" over {format_hours(round(estimate.hours * 3600))}"
-    )
+    suffix = "/month" if estimate.per_month else f" over {_span(estimate)}"
     types = len({line.gpu_type for line in estimate.lines})
     kinds = "1 type" if types == 1 else f"{types} types"
     return warning(

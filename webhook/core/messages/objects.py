@@ -27,6 +27,7 @@ __all__ = [
     "deadline_lowered",
     "default_runtime",
     "default_runtime_not_injected",
+    "grace_too_long",
     "ignored_patch",
     "invalid_gpu_quantity",
     "invalid_label_value",
@@ -84,6 +85,15 @@ def invalid_gpu_quantity(container: str, resource: str, value: object) -> str:
     return (
         f"invalid GPU request: container {quote(container)} asks for {resource} {quote(value)}; "
         f"GPU counts must be whole numbers"
+    )
+
+
+def grace_too_long(pod: str, seconds: int, cap: int, namespace: str) -> str:
+    return (
+        f"GPU pod {quote(pod)} asks for terminationGracePeriodSeconds {quote(seconds)}, above "
+        f"the {cap} s a GPU pod may keep its GPUs after its deadline in namespace "
+        f"{quote(namespace)} (policy max_grace_seconds); set terminationGracePeriodSeconds to "
+        f"at most {cap} and keep preStop hooks within it"
     )
 
 

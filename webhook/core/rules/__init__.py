@@ -1,6 +1,7 @@
 """The rules a GPU workload is held to, one module each, in the order users read them:
 
-    gpus.pod_size, labels, templates, runtime        how the object is written
+    gpus.pod_size, labels, templates, runtime,       how the object is written
+    grace
     gpus.gpu_types, gate, gpus.allowed_types         what it costs and what it runs on
     limits                                           quotas and budgets
 
