@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
 import json
 import shutil
 import subprocess
@@ -28,9 +27,10 @@ import yaml
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
+from tests.support import cel
 from tests.support.captures import all_captures, capture
 from tests.support.paths import REPO
-from tests.support.tools import require_module, require_tool
+from tests.support.tools import require_tool
 from webhook.settings import Settings
 
 MANIFESTS = REPO / "manifests"
@@ -669,25 +669,13 @@ def test_mutating_and_validating_webhooks_see_the_same_requests(base):
 # --------------------------------------------------------------------------- CEL
 
 
-def _celpy() -> Any:
-    """cel-python, the CEL evaluator the matchConditions are checked with."""
-    return require_module("celpy", hint="cel-python, in the test extra")
-
-
-@functools.cache
 def _program(expression: str) -> Any:
-    environment = _celpy().Environment()
-    return environment.program(environment.compile(expression))
+    """cel-python with the Kubernetes `lowerAscii()` (support/cel.py)."""
+    return cel.program(expression)
 
 
 def _evaluate(expression: str, **variables: Any) -> bool:
-    """The expression's value for these variables (object, request), which must be a
-    bool: an error would count as a webhook failure in the API server."""
-    celpy = _celpy()
-    activation = {name: celpy.json_to_cel(value) for name, value in variables.items()}
-    result = _program(expression).evaluate(activation)
-    assert isinstance(result, celpy.celtypes.BoolType), f"{result!r} from {expression}"
-    return bool(result)
+    return cel.evaluate(expression, **variables)
 
 
 def _condition(objects: list[dict[str, Any]], hook: str, name: str) -> str:

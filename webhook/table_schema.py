@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .core.gpu_names import is_gpu_name
 from .core.quantities import parse_duration
 
 __all__ = ["_ApproverIdentities", "_Budget", "_NamespaceRules", "_Policy", "_Pricing", "_Quota"]
@@ -90,6 +91,15 @@ class _Pricing(_Strict):
                 if key not in self.label_keys:
                     raise ValueError(f"gpus.{gpu_id}.aliases: {key} is not in label_keys")
         for name, rule in self.resources.items():
+            if not is_gpu_name(name):
+                # The API server filters by name alone (the manifests' matchConditions) and
+                # would never send a pod requesting it: it would run unpriced.
+                raise ValueError(
+                    f"resources: {name} is not a name the webhooks' matchConditions send "
+                    "(a resource of nvidia.com or amd.com, gpu.intel.com/i915 or /xe, or a "
+                    "name whose part after the '/' contains 'gpu' or starts with 'mig-'); "
+                    "widen webhook/core/gpu_names.py and the manifests together"
+                )
             for gpu_id in rule.of:
                 if gpu_id not in self.gpus:
                     raise ValueError(f"resources.{name}.of: unknown GPU {gpu_id}")

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .gpu_names import is_gpu_name
+
 __all__ = ["GpuType", "Memo", "PriceTable", "ResourceRule", "normalize_label_value"]
 
 
@@ -48,12 +50,6 @@ class ResourceRule:
     name: str
     fraction: float = 1.0
     of: tuple[str, ...] = ()  # empty: every GPU type whose `resource` is this name
-
-
-_GPU_GROUPS = frozenset({"nvidia.com", "amd.com"})
-# GPU resources whose name after the slash does not say so (Intel's GPU device plugin; the
-# group alone would also take its `millicores` and `memory.max` shares for whole GPUs).
-_GPU_RESOURCES = frozenset({"gpu.intel.com/i915", "gpu.intel.com/xe"})
 
 
 def normalize_label_value(value: str) -> str:
@@ -99,22 +95,13 @@ class PriceTable:
         return tuple(sorted(set(ids), key=self._price_order))
 
     def is_gpu_resource(self, name: str) -> bool:
-        """Known GPU resources, and names that look like one, so that a GPU under an
-        unpriced name cannot slip through as a CPU-only pod."""
+        """Whether `name` requests GPUs, by the one rule the webhooks' matchConditions apply
+        too (`gpu_names`): known GPU resources, and names that look like one, so that a GPU
+        under an unpriced name cannot slip through as a CPU-only pod. Every name the table
+        lists matches the rule (the table is refused otherwise)."""
         known = self.gpu_names.get(name)
         if known is None:
-            # Folded: the name after the slash may be upper case (`example.com/GPU`).
-            folded = name.lower()
-            group, _, resource = folded.partition("/")
-            known = self.gpu_names.put(
-                name,
-                name in self.resources
-                or folded in _GPU_RESOURCES
-                or (
-                    bool(resource)
-                    and ("gpu" in resource or resource.startswith("mig-") or group in _GPU_GROUPS)
-                ),
-            )
+            known = self.gpu_names.put(name, is_gpu_name(name))
         return bool(known)
 
     def candidates(self, resource: str) -> tuple[str, ...]:
