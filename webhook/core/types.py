@@ -167,18 +167,44 @@ class Concurrency(NamedTuple):
     times: float = 1
     limit: int = 0
     children: tuple[Concurrency, ...] = ()
+    # Set on a root whose subtrees are shared (a template called from several places is one
+    # node): evaluated once per node then, not once per path (2^levels of them). A tree
+    # without sharing, the usual one, is evaluated by plain recursion, which is faster.
+    shared: bool = False
 
     def peak(self, rates: Sequence[float]) -> float:
         """The most the tree can cost at once, given each shape's rate (e.g. $/h or GPUs)."""
-        return _Evaluation(rates).peak(self)
+        if self.shared:
+            return _Evaluation(rates).peak(self)
+        inner = self.single(rates)
+        return 0.0 if inner == 0 else self.times * inner  # 0 × ∞ is 0 here, not NaN
 
     def single(self, rates: Sequence[float]) -> float:
         """The peak of one invocation (without this node's own fan-out)."""
-        return _Evaluation(rates).single(self)
+        if self.shared:
+            return _Evaluation(rates).single(self)
+        if self.op == "pod":
+            return rates[self.shape]
+        if self.op == "one":
+            return max((child.peak(rates) for child in self.children), default=0.0)
+        together = sum(child.peak(rates) for child in self.children)
+        if self.op == "cap":
+            return min(together, self.limit * max((rates[i] for i in self.shapes()), default=0.0))
+        if self.op == "each":
+            one_child = max((child.single(rates) for child in self.children), default=0.0)
+            return min(together, self.limit * one_child)
+        return together
 
     def shapes(self) -> set[int]:
         """Every shape index under this node."""
-        return set(_Evaluation(()).shapes(self))
+        if self.shared:
+            return set(_Evaluation(()).shapes(self))
+        if self.op == "pod":
+            return {self.shape}
+        found: set[int] = set()
+        for child in self.children:
+            found |= child.shapes()
+        return found
 
 
 class _Evaluation:
@@ -195,6 +221,9 @@ class _Evaluation:
         self._shapes: dict[int, frozenset[int]] = {}
 
     def peak(self, node: Concurrency) -> float:
+        if node.op == "pod":
+            inner = self.rates[node.shape]
+            return 0.0 if inner == 0 else node.times * inner
         found = self._peaks.get(id(node))
         if found is None:
             inner = self.single(node)
@@ -203,6 +232,8 @@ class _Evaluation:
         return found
 
     def single(self, node: Concurrency) -> float:
+        if node.op == "pod":
+            return self.rates[node.shape]
         found = self._singles.get(id(node))
         if found is None:
             found = self._single(node)
@@ -211,15 +242,12 @@ class _Evaluation:
 
     def _single(self, node: Concurrency) -> float:
         rates = self.rates
-        if node.op == "pod":
-            return rates[node.shape]
         if node.op == "one":
             return max((self.peak(child) for child in node.children), default=0.0)
         together = sum(self.peak(child) for child in node.children)
         if node.op == "cap":
-            return min(
-                together, node.limit * max((rates[i] for i in self.shapes(node)), default=0.0)
-            )
+            most = max((rates[i] for i in self.shapes(node)), default=0.0)
+            return min(together, node.limit * most)
         if node.op == "each":
             one_child = max((self.single(child) for child in node.children), default=0.0)
             return min(together, node.limit * one_child)

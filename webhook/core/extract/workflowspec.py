@@ -81,11 +81,12 @@ class WorkflowReader:
         self.shape_of: dict[tuple[str, str], int] = {}
         # (template key, ids of the inherited placement) -> what walking it found; only
         # walks that met no recursion are kept (those depend on the calling stack)
-        self.walked: dict[tuple[str, int, int], Walked] = {}
+        self.walked: dict[str | tuple[str, int, int], Walked] = {}
         self.cycles = 0  # recursive calls met so far
         self.forever: set[int] = set()  # shapes under a recursive template: unbounded runs
         self.visits = 0
         self.exhausted = False
+        self.reused = False  # some walk was reused: the trees read share subtrees
         # key -> (index in spec.templates or -1, template, scope). Templates of another
         # WorkflowTemplate are keyed "owner/name" and call their siblings in that scope.
         self.templates: dict[str, tuple[int, dict[str, Any], str]] = {}
@@ -126,7 +127,8 @@ class WorkflowReader:
         """The concurrency of one invocation of template `name`, and how often it runs each
         pod shape. `inherited` is the placement of the enclosing steps/dag template, which
         Argo uses for pods whose own template sets none."""
-        if not self._spend(1):
+        self.visits += 1
+        if self.visits > MAX_VISITS and not self._spend(0):
             return _NONE
         found = self.templates.get(name)
         if found is None:
@@ -139,9 +141,10 @@ class WorkflowReader:
             self.cycles += 1
             return _NONE
         # Keyed by identity: the placement dicts live in the object for the whole read.
-        key = (name, id(inherited[0]), id(inherited[1]))
+        key = name if inherited is _NO_PLACEMENT else (name, id(inherited[0]), id(inherited[1]))
         known = self.walked.get(key)
         if known is not None:
+            self.reused = True
             return known if self._spend(len(known[1])) else _NONE
         cycles = self.cycles
         walked = self._walk(name, found, stack, inherited)
@@ -164,10 +167,9 @@ class WorkflowReader:
         if any(k in template for k in ("container", "script", "containerSet")):
             node, counts = self._pod(name, template, where, inherited)
         elif "steps" in template or "dag" in template:
-            placement = (
-                template.get("nodeSelector") or inherited[0],
-                template.get("affinity") or inherited[1],
-            )
+            selector = template.get("nodeSelector") or inherited[0]
+            affinity = template.get("affinity") or inherited[1]
+            placement = (selector, affinity) if selector or affinity else _NO_PLACEMENT
             groups, counts = self._children(template, where, stack, scope, placement)
             # Template parallelism caps running children (a nested steps/dag counts as one).
             op: Literal["each", "all"] = "each" if parallelism is not None else "all"
@@ -185,7 +187,7 @@ class WorkflowReader:
         if name in self.recursive:
             node = Concurrency("all", times=INFINITE, children=(node,))
             self.forever.update(counts)
-        return node, _scaled(counts, tries)
+        return node, counts if tries == 1 else _scaled(counts, tries)
 
     def _children(
         self,
@@ -221,7 +223,10 @@ class WorkflowReader:
 
     def _add(self, total: Counts, counts: Counts) -> None:
         """Adds `counts` into `total`, counting the work."""
-        if counts and self._spend(len(counts)):
+        if not total:  # the first: copied, since walks are shared
+            if counts and self._spend(len(counts)):
+                total.update(counts)
+        elif counts and self._spend(len(counts)):
             for shape, runs in counts.items():
                 total[shape] = total.get(shape, 0) + runs
 
@@ -263,6 +268,12 @@ class WorkflowReader:
         ]
         if isinstance(step.get("onExit"), str) and step["onExit"]:
             targets.append({"template": step["onExit"]})
+        if len(targets) == 1:  # the usual step: its template's counts, as they are
+            child = self.call(step, where, stack, scope, inherited)
+            if child is None:
+                return Concurrency("all", times=count), {}
+            runs = child[1] if count == 1 else _scaled(child[1], count)
+            return Concurrency("all", times=count, children=(child[0],)), runs
         children = []
         counts: Counts = {}
         for target in targets:
@@ -305,7 +316,7 @@ class WorkflowReader:
         inherited: Inherited,
     ) -> Walked:
         # no placement inherited (the usual case): no JSON to build for the key
-        plain = inherited == _NO_PLACEMENT
+        plain = inherited is _NO_PLACEMENT
         key = (name, "" if plain else json.dumps(inherited, sort_keys=True, default=str))
         index = self.shape_of.get(key)
         if index is None:
@@ -330,7 +341,7 @@ class WorkflowReader:
             containers = [{**main, "name": "main"}]
         containers += list(field(template, "sidecars", where, list, ()))
         init = list(field(template, "initContainers", where, list, ()))
-        self._spend(len(containers) + len(init))
+        self.visits += len(containers) + len(init)  # checked at the next template
         pod: dict[str, Any] = {"containers": containers, "initContainers": init}
         # The template's own, else the enclosing steps/dag template's, else the workflow's;
         # empty counts as unset (Argo checks the length).
@@ -416,10 +427,13 @@ class WorkflowReader:
         for root in roots:
             if root is not None:
                 self._add(runs, root[1])
-        tree = Concurrency("all", children=tuple(r[0] for r in roots if r is not None))
+        shared = self.reused  # the main tree's, before the exit handler is read
+        tree = Concurrency(
+            "all", children=tuple(r[0] for r in roots if r is not None), shared=shared
+        )
         parallelism = int_or_string(self.spec.get("parallelism"))
         if parallelism is not None:  # workflow parallelism counts pods
-            tree = Concurrency("cap", limit=parallelism, children=(tree,))
+            tree = Concurrency("cap", limit=parallelism, children=(tree,), shared=shared)
 
         # The exit handler ignores the workflow deadline (workflowpod.go): its pods are
         # bounded only by their own template deadlines.
@@ -436,7 +450,9 @@ class WorkflowReader:
                 after_deadline.update(handler[1])
         if self.exhausted:  # a part read is no bound: the problem alone is the answer
             return (), _NOTHING, None
-        exit_tree = Concurrency("all", children=tuple(e[0] for e in exits if e is not None))
+        exit_tree = Concurrency(
+            "all", children=tuple(e[0] for e in exits if e is not None), shared=self.reused
+        )
         shapes = tuple(
             s._replace(
                 runs=INFINITE if i in self.forever else runs.get(i, 0),
@@ -444,7 +460,7 @@ class WorkflowReader:
             )
             for i, s in enumerate(self.shapes)
         )
-        return shapes, tree, exit_tree if exit_tree.shapes() else None
+        return shapes, tree, exit_tree if after_deadline else None
 
 
 def _scaled(counts: Counts, factor: float) -> Counts:
