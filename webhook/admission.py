@@ -47,6 +47,7 @@ _STATUS_REASONS = {
     403: "Forbidden",
     413: "RequestEntityTooLarge",
     500: "InternalError",
+    503: "ServiceUnavailable",
 }
 
 

@@ -16,11 +16,19 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import orjson
 
-from .admission import ReviewError, error_review, mutate_review, parse_review, validate_review
+from .admission import (
+    ReviewError,
+    error_review,
+    mutate_review,
+    parse_review,
+    recover_uid,
+    validate_review,
+)
 from .core import messages
 from .core.engine import Config, evaluate, handles, mutate
 from .core.rules.limits import over_budget_now
@@ -41,6 +49,21 @@ Endpoint = Literal["mutate", "validate"]
 # queue behind each other; past this the policy answers, before the validating webhook's
 # timeoutSeconds (10) runs out and the API server rejects the request itself.
 LEDGER_WAIT_SECONDS = 8.0
+
+# No review may hold the event loop for long (every other review, /healthz and /readyz wait
+# on it), so two sorts are decided on worker threads: bodies above OFF_LOOP_BYTES (parsing
+# and reading them is linear in their size, ~1 ms per 64 KiB), and Argo objects, whose
+# templates are walked: the core caps that walk (MAX_VISITS) at a fraction of a second,
+# which is still too long for the loop. Pods, the hot path, stay on the loop.
+OFF_LOOP_BYTES = 64 * 1024
+_WALKED_GROUP = "argoproj.io"
+# The longest a review may be decided for, queueing for a worker included; then it is
+# denied (a worker still under way finishes and its answer is dropped). With the ledger wait
+# after it, the answer still comes before the webhook's timeoutSeconds (10).
+REVIEW_SECONDS = 1.5
+# CPU-bound work shares the interpreter lock: more workers would not decide faster, and a
+# flood of heavy objects must queue (and time out) rather than starve the loop.
+REVIEW_WORKERS = 2
 
 
 class Answer(NamedTuple):
@@ -73,11 +96,14 @@ class AdmissionService:
         observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
         state: State | None = None,
+        review_seconds: float = REVIEW_SECONDS,
     ) -> None:
         self._config = config if callable(config) else (lambda: config)
         self._observer = observer or _NoObserver()
         self._clock = clock
         self.state = state
+        self.review_seconds = review_seconds
+        self._workers = ThreadPoolExecutor(REVIEW_WORKERS, thread_name_prefix="costgate-review")
 
     def handle(self, body: bytes, endpoint: Endpoint) -> Answer:
         started = time.perf_counter()
@@ -94,10 +120,24 @@ class AdmissionService:
             log.exception("observer failed", extra={"endpoint": endpoint})
 
     async def handle_async(self, body: bytes, endpoint: Endpoint) -> Answer:
-        """As `handle`, with a ledger write that waits on the API server run off the event
-        loop, so that other reviews are answered meanwhile."""
+        """As `handle`, with the work that can take long run off the event loop, so that
+        other reviews are answered meanwhile: large or Argo reviews are decided on a worker
+        (and denied past `review_seconds`), a ledger write that waits on the API server on
+        a thread."""
         started = time.perf_counter()
-        step = self._answer(body, endpoint)
+        if len(body) > OFF_LOOP_BYTES:
+            step = await self._off_loop(lambda: self._answer(body, endpoint), body, endpoint)
+        else:
+            parsed = self._parse(body)
+            if isinstance(parsed, Answer):
+                step = parsed
+            elif parsed.group == _WALKED_GROUP:
+                request = parsed
+                step = await self._off_loop(
+                    lambda: self._decide(request, endpoint), body, endpoint, request
+                )
+            else:
+                step = self._decide(parsed, endpoint)
         if isinstance(step, Answer):
             answer = step
         elif self.state is not None and self.state.blocking and step.decision.charge is not None:
@@ -114,6 +154,35 @@ class AdmissionService:
         self._observe(endpoint, answer, time.perf_counter() - started)
         return answer
 
+    async def _off_loop(
+        self,
+        decide: Callable[[], Answer | _Admitted],
+        body: bytes,
+        endpoint: Endpoint,
+        request: Request | None = None,
+    ) -> Answer | _Admitted:
+        """`decide` on a worker, or the denial of a review not decided in time. Nothing is
+        recorded on the worker, so a review dropped here holds and charges nothing."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._workers, decide), self.review_seconds
+            )  # a review still queued is cancelled; one under way runs on, its answer dropped
+        except TimeoutError:
+            uid = request.uid if request is not None else recover_uid(body)
+            log.warning(
+                "review not decided in time",
+                extra={"uid": uid, "endpoint": endpoint, "seconds": self.review_seconds},
+            )
+            message = messages.review_too_slow(self.review_seconds)
+            if uid is None:
+                return Answer(503, orjson.dumps({"error": message}), "", "error")
+            kind = ""  # as for any body read off the loop: its kind is not known
+            if request is not None:
+                kind = request.kind if handles(request.group, request.kind) else "other"
+            payload = error_review(uid, message, status=503)
+            return Answer(200, payload, kind, "error", None, request)
+
     def refuse(self, error: ReviewError, endpoint: Endpoint) -> Answer:
         """The answer to a body refused before parsing (too large), observed like any other."""
         answer = self.unreadable(error)
@@ -121,10 +190,16 @@ class AdmissionService:
         return answer
 
     def _answer(self, body: bytes, endpoint: Endpoint) -> Answer | _Admitted:
+        parsed = self._parse(body)
+        return parsed if isinstance(parsed, Answer) else self._decide(parsed, endpoint)
+
+    def _parse(self, body: bytes) -> Request | Answer:
         try:
-            request = parse_review(body)
+            return parse_review(body)
         except ReviewError as exc:
             return self.unreadable(exc)
+
+    def _decide(self, request: Request, endpoint: Endpoint) -> Answer | _Admitted:
         # metrics label: bounded to the kinds costgate handles, whatever the sender writes
         kind = request.kind if handles(request.group, request.kind) else "other"
         config: Config | None = None

@@ -191,14 +191,22 @@ class Concurrency(NamedTuple):
     times: float = 1
     limit: int = 0
     children: tuple[Concurrency, ...] = ()
+    # Set on a root whose subtrees are shared (a template called from several places is one
+    # node): evaluated once per node then, not once per path (2^levels of them). A tree
+    # without sharing, the usual one, is evaluated by plain recursion, which is faster.
+    shared: bool = False
 
     def peak(self, rates: Sequence[float]) -> float:
         """The most the tree can cost at once, given each shape's rate (e.g. $/h or GPUs)."""
+        if self.shared:
+            return _Evaluation(rates).peak(self)
         inner = self.single(rates)
         return 0.0 if inner == 0 else self.times * inner  # 0 × ∞ is 0 here, not NaN
 
     def single(self, rates: Sequence[float]) -> float:
         """The peak of one invocation (without this node's own fan-out)."""
+        if self.shared:
+            return _Evaluation(rates).single(self)
         if self.op == "pod":
             return rates[self.shape]
         if self.op == "one":
@@ -213,11 +221,70 @@ class Concurrency(NamedTuple):
 
     def shapes(self) -> set[int]:
         """Every shape index under this node."""
+        if self.shared:
+            return set(_Evaluation(()).shapes(self))
         if self.op == "pod":
             return {self.shape}
         found: set[int] = set()
         for child in self.children:
             found |= child.shapes()
+        return found
+
+
+class _Evaluation:
+    """One evaluation of a Concurrency tree. A template called from many places is one
+    node shared by its callers, so each node is evaluated once (by identity: hashing or
+    comparing a shared tree by value walks every path, 2^levels of them)."""
+
+    __slots__ = ("_peaks", "_shapes", "_singles", "rates")
+
+    def __init__(self, rates: Sequence[float]) -> None:
+        self.rates = rates
+        self._peaks: dict[int, float] = {}
+        self._singles: dict[int, float] = {}
+        self._shapes: dict[int, frozenset[int]] = {}
+
+    def peak(self, node: Concurrency) -> float:
+        if node.op == "pod":
+            inner = self.rates[node.shape]
+            return 0.0 if inner == 0 else node.times * inner
+        found = self._peaks.get(id(node))
+        if found is None:
+            inner = self.single(node)
+            found = 0.0 if inner == 0 else node.times * inner  # 0 × ∞ is 0 here, not NaN
+            self._peaks[id(node)] = found
+        return found
+
+    def single(self, node: Concurrency) -> float:
+        if node.op == "pod":
+            return self.rates[node.shape]
+        found = self._singles.get(id(node))
+        if found is None:
+            found = self._single(node)
+            self._singles[id(node)] = found
+        return found
+
+    def _single(self, node: Concurrency) -> float:
+        rates = self.rates
+        if node.op == "one":
+            return max((self.peak(child) for child in node.children), default=0.0)
+        together = sum(self.peak(child) for child in node.children)
+        if node.op == "cap":
+            most = max((rates[i] for i in self.shapes(node)), default=0.0)
+            return min(together, node.limit * most)
+        if node.op == "each":
+            one_child = max((self.single(child) for child in node.children), default=0.0)
+            return min(together, node.limit * one_child)
+        return together
+
+    def shapes(self, node: Concurrency) -> frozenset[int]:
+        found = self._shapes.get(id(node))
+        if found is None:
+            if node.op == "pod":
+                found = frozenset((node.shape,))
+            else:
+                found = frozenset().union(*(self.shapes(child) for child in node.children))
+            self._shapes[id(node)] = found
         return found
 
 

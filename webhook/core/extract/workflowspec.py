@@ -7,6 +7,13 @@ Concurrency tree: step groups run one after another, the steps of a group and th
 DAG together, `withItems`/`withSequence` multiply, `parallelism` caps. Templates of other
 (Cluster)WorkflowTemplates (`templateRef`) are read through the config's lookup. Pricing
 evaluates the tree; nothing here knows a price.
+
+Each template is walked once per placement it inherits (memoised): a DAG whose levels each
+call the next level twice is read in linear time, not in 2^levels. Its subtree (a shared
+Concurrency node) and how often one invocation runs each pod shape are reused wherever it is
+called. The reading is capped at MAX_VISITS units of work (templates entered, steps read, pod
+counts carried, containers read): past that the object is refused (`invalid-request`), the
+same way in `costgate estimate` and in the webhook.
 """
 
 from __future__ import annotations
@@ -23,13 +30,21 @@ from ..types import ANNOTATION_MAX_FANOUT, INFINITE, Concurrency, PodShape, Reas
 from .argo import attempts, defaults_for, fanout, int_or_string, merge, times
 from .podspec import ObjectError, field, read_gpus, read_grace, read_placement
 
-__all__ = ["WorkflowReader"]
+__all__ = ["MAX_VISITS", "WorkflowReader"]
 
 _NOTHING = Concurrency("all")
 # YAML podSpecPatch text read per object, at most. A patch is a few lines; YAML parses at
 # about 2 s a megabyte even in C, so a 3 MiB object of patches would outlast the webhook's
 # timeout and hold up every other review. Beyond this a patch is unreadable (handled).
 _YAML_BUDGET = 64 * 1024
+# Units of work per object read, at most. A legitimate workflow of a thousand steps takes a
+# few thousand; the cap keeps the worst object to a fraction of a second of CPU.
+MAX_VISITS = 50_000
+
+# shape index -> runs of that pod shape per single invocation of a template
+Counts = dict[int, float]
+Walked = tuple[Concurrency, Counts]
+_NONE: Walked = (_NOTHING, {})
 
 Inherited = tuple[Any, Any]  # (nodeSelector, affinity) of the enclosing steps/dag template
 _NO_PLACEMENT: Inherited = (None, None)
@@ -63,10 +78,15 @@ class WorkflowReader:
         self.problems: list[Reason] = []
         self.notes: list[str] = []
         self.shapes: list[PodShape] = []
-        self.runs: list[float] = []
         self.shape_of: dict[tuple[str, str], int] = {}
-        self.exiting = False  # reading the exit handler, which outlives the deadline
-        self.after_deadline: set[int] = set()
+        # (template key, ids of the inherited placement) -> what walking it found; only
+        # walks that met no recursion are kept (those depend on the calling stack)
+        self.walked: dict[str | tuple[str, int, int], Walked] = {}
+        self.cycles = 0  # recursive calls met so far
+        self.forever: set[int] = set()  # shapes under a recursive template: unbounded runs
+        self.visits = 0
+        self.exhausted = False
+        self.reused = False  # some walk was reused: the trees read share subtrees
         # key -> (index in spec.templates or -1, template, scope). Templates of another
         # WorkflowTemplate are keyed "owner/name" and call their siblings in that scope.
         self.templates: dict[str, tuple[int, dict[str, Any], str]] = {}
@@ -88,38 +108,69 @@ class WorkflowReader:
 
     # -- templates ------------------------------------------------------------------------
 
+    def _spend(self, units: int) -> bool:
+        """Count work; False (and one problem) once the object has used up MAX_VISITS."""
+        self.visits += units
+        if self.visits <= MAX_VISITS:
+            return True
+        if not self.exhausted:
+            self.exhausted = True
+            self.problems.append(Reason("invalid-request", messages.too_much_work(MAX_VISITS)))
+        return False
+
     def node(
         self,
         name: str,
-        multiplier: float,
         stack: tuple[str, ...],
         inherited: Inherited = _NO_PLACEMENT,
-    ) -> Concurrency:
-        """The concurrency of invoking template `name`, counting `multiplier` invocations.
-        `inherited` is the placement of the enclosing steps/dag template, which Argo uses for
-        pods whose own template sets none."""
+    ) -> Walked:
+        """The concurrency of one invocation of template `name`, and how often it runs each
+        pod shape. `inherited` is the placement of the enclosing steps/dag template, which
+        Argo uses for pods whose own template sets none."""
+        self.visits += 1
+        if self.visits > MAX_VISITS and not self._spend(0):
+            return _NONE
         found = self.templates.get(name)
         if found is None:
             self.problems.append(Reason("invalid-request", messages.unknown_template(name)))
-            return _NOTHING
+            return _NONE
         if name in stack:
             # Recursion: how deep it goes is known only at run time. The first visit of the
             # template marks its whole subtree unbounded (below).
             self.recursive.add(name)
-            return _NOTHING
+            self.cycles += 1
+            return _NONE
+        # Keyed by identity: the placement dicts live in the object for the whole read.
+        key = name if inherited is _NO_PLACEMENT else (name, id(inherited[0]), id(inherited[1]))
+        known = self.walked.get(key)
+        if known is not None:
+            self.reused = True
+            return known if self._spend(len(known[1])) else _NONE
+        cycles = self.cycles
+        walked = self._walk(name, found, stack, inherited)
+        if self.cycles == cycles:
+            self.walked[key] = walked
+        return walked
+
+    def _walk(
+        self,
+        name: str,
+        found: tuple[int, dict[str, Any], str],
+        stack: tuple[str, ...],
+        inherited: Inherited,
+    ) -> Walked:
         index, template, scope = found
         where = f"{self.path}.templates[{index}]" if index >= 0 else name
-        runs = times(multiplier, attempts(template))
+        tries = attempts(template)
         stack = (*stack, name)
         parallelism = int_or_string(template.get("parallelism"))
         if any(k in template for k in ("container", "script", "containerSet")):
-            node = self._pod(name, template, where, runs, inherited)
+            node, counts = self._pod(name, template, where, inherited)
         elif "steps" in template or "dag" in template:
-            placement = (
-                template.get("nodeSelector") or inherited[0],
-                template.get("affinity") or inherited[1],
-            )
-            groups = self._children(template, where, runs, stack, scope, placement)
+            selector = template.get("nodeSelector") or inherited[0]
+            affinity = template.get("affinity") or inherited[1]
+            placement = (selector, affinity) if selector or affinity else _NO_PLACEMENT
+            groups, counts = self._children(template, where, stack, scope, placement)
             # Template parallelism caps running children (a nested steps/dag counts as one).
             op: Literal["each", "all"] = "each" if parallelism is not None else "all"
             limit = parallelism or 0
@@ -132,23 +183,22 @@ class WorkflowReader:
         else:
             if "resource" in template:
                 self.notes.append(messages.resource_template(name))
-            return _NOTHING  # resource, suspend, http, plugin, data: no pod of the user's
+            return _NONE  # resource, suspend, http, plugin, data: no pod of the user's
         if name in self.recursive:
             node = Concurrency("all", times=INFINITE, children=(node,))
-            for shape in node.shapes():
-                self.runs[shape] = INFINITE
-        return node
+            self.forever.update(counts)
+        return node, counts if tries == 1 else _scaled(counts, tries)
 
     def _children(
         self,
         template: Mapping[str, Any],
         where: str,
-        runs: float,
         stack: tuple[str, ...],
         scope: str,
         inherited: Inherited,
-    ) -> list[tuple[Concurrency, ...]]:
-        """Step groups (run one after another) or the DAG's tasks (one group)."""
+    ) -> tuple[list[tuple[Concurrency, ...]], Counts]:
+        """Step groups (run one after another) or the DAG's tasks (one group), and the runs
+        of each pod shape under them all."""
         lists: list[tuple[list[Any], str]] = []
         if "steps" in template:
             for g, group in enumerate(field(template, "steps", where, list, ())):
@@ -158,48 +208,59 @@ class WorkflowReader:
         else:
             dag = field(template, "dag", where, dict, {})
             lists.append((field(dag, "tasks", f"{where}.dag", list, ()), f"{where}.dag.tasks"))
-        return [
-            tuple(
-                self._step(step, f"{prefix}[{i}]", runs, stack, scope, inherited)
-                for i, step in enumerate(steps)
-            )
-            for steps, prefix in lists
-        ]
+        groups: list[tuple[Concurrency, ...]] = []
+        counts: Counts = {}
+        for steps, prefix in lists:
+            group = []
+            for i, step in enumerate(steps):
+                if self.exhausted:
+                    break
+                node, found = self._step(step, f"{prefix}[{i}]", stack, scope, inherited)
+                group.append(node)
+                self._add(counts, found)
+            groups.append(tuple(group))
+        return groups, counts
+
+    def _add(self, total: Counts, counts: Counts) -> None:
+        """Adds `counts` into `total`, counting the work."""
+        if not total:  # the first: copied, since walks are shared
+            if counts and self._spend(len(counts)):
+                total.update(counts)
+        elif counts and self._spend(len(counts)):
+            for shape, runs in counts.items():
+                total[shape] = total.get(shape, 0) + runs
 
     def call(
         self,
         target: Mapping[str, Any],
         where: str,
-        runs: float,
         stack: tuple[str, ...],
         scope: str,
         inherited: Inherited = _NO_PLACEMENT,
-    ) -> Concurrency | None:
+    ) -> Walked | None:
         """What a step, task or hook invokes: `template`, `templateRef` or `inline`."""
         if target.get("templateRef") is not None:
             key = self._external(target["templateRef"], where)
-            return None if key is None else self.node(key, runs, stack, inherited)
+            return None if key is None else self.node(key, stack, inherited)
         if isinstance(target.get("inline"), dict):
             inline_name = f"{stack[-1] if stack else ''}/{target.get('name', 'inline')}"
             self.templates.setdefault(inline_name, (-1, target["inline"], scope))
-            return self.node(inline_name, runs, stack, inherited)
+            return self.node(inline_name, stack, inherited)
         if target.get("template") is not None:
-            return self.node(self._key(str(target["template"]), scope), runs, stack, inherited)
+            return self.node(self._key(str(target["template"]), scope), stack, inherited)
         return None
 
     def _step(
         self,
         step: Any,
         where: str,
-        multiplier: float,
         stack: tuple[str, ...],
         scope: str,
         inherited: Inherited,
-    ) -> Concurrency:
+    ) -> Walked:
         if type(step) is not dict:
             raise ObjectError(where, "object", step)
         count = fanout(step, where, self.max_fanout)
-        runs = times(multiplier, count)
         targets: list[Mapping[str, Any]] = [step]
         hooks = step.get("hooks")
         targets += [
@@ -207,12 +268,20 @@ class WorkflowReader:
         ]
         if isinstance(step.get("onExit"), str) and step["onExit"]:
             targets.append({"template": step["onExit"]})
+        if len(targets) == 1:  # the usual step: its template's counts, as they are
+            child = self.call(step, where, stack, scope, inherited)
+            if child is None:
+                return Concurrency("all", times=count), {}
+            runs = child[1] if count == 1 else _scaled(child[1], count)
+            return Concurrency("all", times=count, children=(child[0],)), runs
         children = []
+        counts: Counts = {}
         for target in targets:
-            child = self.call(target, where, runs, stack, scope, inherited)
+            child = self.call(target, where, stack, scope, inherited)
             if child is not None:
-                children.append(child)
-        return Concurrency("all", times=count, children=tuple(children))
+                children.append(child[0])
+                self._add(counts, child[1])
+        return Concurrency("all", times=count, children=tuple(children)), _scaled(counts, count)
 
     def _key(self, name: str, scope: str) -> str:
         """A template name as called from `scope`: a sibling in the same WorkflowTemplate."""
@@ -244,25 +313,20 @@ class WorkflowReader:
         name: str,
         template: Mapping[str, Any],
         where: str,
-        runs: float,
         inherited: Inherited,
-    ) -> Concurrency:
+    ) -> Walked:
         # no placement inherited (the usual case): no JSON to build for the key
-        plain = inherited == _NO_PLACEMENT
+        plain = inherited is _NO_PLACEMENT
         key = (name, "" if plain else json.dumps(inherited, sort_keys=True, default=str))
         index = self.shape_of.get(key)
         if index is None:
             shape = self._shape(name, template, where, inherited)
             if shape is None:
-                return _NOTHING
+                return _NONE
             index = len(self.shapes)
             self.shape_of[key] = index
             self.shapes.append(shape)
-            self.runs.append(0)
-        self.runs[index] += runs
-        if self.exiting:
-            self.after_deadline.add(index)
-        return Concurrency("pod", shape=index)
+        return Concurrency("pod", shape=index), {index: 1}
 
     def _pod_spec(
         self, template: Mapping[str, Any], where: str, inherited: Inherited
@@ -276,10 +340,9 @@ class WorkflowReader:
             main = field(template, kind, where, dict, {})
             containers = [{**main, "name": "main"}]
         containers += list(field(template, "sidecars", where, list, ()))
-        pod: dict[str, Any] = {
-            "containers": containers,
-            "initContainers": list(field(template, "initContainers", where, list, ())),
-        }
+        init = list(field(template, "initContainers", where, list, ()))
+        self.visits += len(containers) + len(init)  # checked at the next template
+        pod: dict[str, Any] = {"containers": containers, "initContainers": init}
         # The template's own, else the enclosing steps/dag template's, else the workflow's;
         # empty counts as unset (Argo checks the length).
         for position, key in enumerate(("nodeSelector", "affinity")):
@@ -352,33 +415,55 @@ class WorkflowReader:
 
     def read(self) -> tuple[tuple[PodShape, ...], Concurrency, Concurrency | None]:
         """(pod shapes, what runs within the deadline, the exit handler that runs after)."""
+        runs: Counts = {}
         roots = []
         entrypoint = self.spec.get("entrypoint")
         if isinstance(entrypoint, str) and entrypoint:
-            roots.append(self.call({"template": entrypoint}, self.path, 1, (), ""))
+            roots.append(self.call({"template": entrypoint}, self.path, (), ""))
         hooks = self.spec.get("hooks")
         hooks = hooks if isinstance(hooks, dict) else {}
         for hook_name, hook in hooks.items():
             if hook_name != "exit" and isinstance(hook, dict):
-                roots.append(self.call(hook, f"{self.path}.hooks.{hook_name}", 1, (), ""))
-        tree = Concurrency("all", children=tuple(r for r in roots if r is not None))
+                roots.append(self.call(hook, f"{self.path}.hooks.{hook_name}", (), ""))
+        for root in roots:
+            if root is not None:
+                self._add(runs, root[1])
+        shared = self.reused  # the main tree's, before the exit handler is read
+        tree = Concurrency(
+            "all", children=tuple(r[0] for r in roots if r is not None), shared=shared
+        )
         parallelism = int_or_string(self.spec.get("parallelism"))
         if parallelism is not None:  # workflow parallelism counts pods
-            tree = Concurrency("cap", limit=parallelism, children=(tree,))
+            tree = Concurrency("cap", limit=parallelism, children=(tree,), shared=shared)
 
         # The exit handler ignores the workflow deadline (workflowpod.go): its pods are
         # bounded only by their own template deadlines.
         exits = []
-        self.exiting = True
         on_exit = self.spec.get("onExit")
         if isinstance(on_exit, str) and on_exit:
-            exits.append(self.call({"template": on_exit}, f"{self.path}.onExit", 1, (), ""))
+            exits.append(self.call({"template": on_exit}, f"{self.path}.onExit", (), ""))
         if isinstance(hooks.get("exit"), dict):
-            exits.append(self.call(hooks["exit"], f"{self.path}.hooks.exit", 1, (), ""))
-        self.exiting = False
-        exit_tree = Concurrency("all", children=tuple(e for e in exits if e is not None))
+            exits.append(self.call(hooks["exit"], f"{self.path}.hooks.exit", (), ""))
+        after_deadline: set[int] = set()
+        for handler in exits:
+            if handler is not None:
+                self._add(runs, handler[1])
+                after_deadline.update(handler[1])
+        if self.exhausted:  # a part read is no bound: the problem alone is the answer
+            return (), _NOTHING, None
+        exit_tree = Concurrency(
+            "all", children=tuple(e[0] for e in exits if e is not None), shared=self.reused
+        )
         shapes = tuple(
-            s._replace(runs=self.runs[i], after_deadline=i in self.after_deadline)
+            s._replace(
+                runs=INFINITE if i in self.forever else runs.get(i, 0),
+                after_deadline=i in after_deadline,
+            )
             for i, s in enumerate(self.shapes)
         )
-        return shapes, tree, exit_tree if exit_tree.shapes() else None
+        return shapes, tree, exit_tree if after_deadline else None
+
+
+def _scaled(counts: Counts, factor: float) -> Counts:
+    """The runs of `factor` invocations (zero wins over infinity, as in `times`)."""
+    return counts if factor == 1 else {shape: times(runs, factor) for shape, runs in counts.items()}

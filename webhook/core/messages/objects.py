@@ -39,6 +39,7 @@ __all__ = [
     "runtime_too_long",
     "template_ref_unresolved",
     "too_many_gpus",
+    "too_much_work",
     "unknown_gpu_annotation",
     "unknown_gpu_denied",
     "unknown_gpu_priced",
@@ -246,3 +247,12 @@ def unreadable_patch(where: str) -> str:
 
 def ignored_patch(where: str) -> str:
     return warning(f"{where} cannot be read at admission; it names no resources, so ignored")
+
+
+def too_much_work(cap: int) -> str:
+    return (
+        f"the workflow takes more than {cap:,} steps to read (templates calling templates, "
+        f"each call read again under every caller); a review may take no more, so that it "
+        f"cannot hold up the others; call fewer templates per level, or run the levels as "
+        f"separate Workflows"
+    )

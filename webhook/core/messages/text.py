@@ -31,6 +31,7 @@ __all__ = [
     "one_line",
     "out_of_range",
     "quote",
+    "review_too_slow",
     "state_unavailable",
     "utc",
     "warning",
@@ -185,6 +186,14 @@ def internal_error(request_id: str) -> str:
     return (
         f"costgate could not evaluate this request (internal error, request id {request_id}); "
         f"retry, and if it persists give the request id to the platform team"
+    )
+
+
+def review_too_slow(seconds: float) -> str:
+    return (
+        f"costgate could not finish reviewing this object in {seconds:g}s, the most a review "
+        f"may take so that it cannot hold up the others; retry, and if it persists check it "
+        f"with costgate estimate and make it smaller"
     )
 
 
