@@ -25,18 +25,15 @@ from typing import Any, Literal
 from .. import messages
 from ..catalog import PriceTable
 from ..config import ParseText, TemplateLookup
-from ..quantities import parse_duration
 from ..types import ANNOTATION_MAX_FANOUT, INFINITE, Concurrency, PodShape, Reason
 from .argo import attempts, defaults_for, fanout, int_or_string, merge, times
-from .podspec import ObjectError, field, read_gpus, read_grace, read_placement
+from .argopod import NO_PLACEMENT as _NO_PLACEMENT
+from .argopod import Inherited, TemplatePods
+from .podspec import ObjectError, field
 
 __all__ = ["MAX_VISITS", "WorkflowReader"]
 
 _NOTHING = Concurrency("all")
-# YAML podSpecPatch text read per object, at most. A patch is a few lines; YAML parses at
-# about 2 s a megabyte even in C, so a 3 MiB object of patches would outlast the webhook's
-# timeout and hold up every other review. Beyond this a patch is unreadable (handled).
-_YAML_BUDGET = 64 * 1024
 # Units of work per object read, at most. A legitimate workflow of a thousand steps takes a
 # few thousand; the cap keeps the worst object to a fraction of a second of CPU.
 MAX_VISITS = 50_000
@@ -45,9 +42,6 @@ MAX_VISITS = 50_000
 Counts = dict[int, float]
 Walked = tuple[Concurrency, Counts]
 _NONE: Walked = (_NOTHING, {})
-
-Inherited = tuple[Any, Any]  # (nodeSelector, affinity) of the enclosing steps/dag template
-_NO_PLACEMENT: Inherited = (None, None)
 
 
 class WorkflowReader:
@@ -71,12 +65,17 @@ class WorkflowReader:
         self.loaded: set[str] = set()  # scopes of other WorkflowTemplates already looked up
         self.unresolved: list[str] = []  # templates in other objects that cannot be read
         self.path = path
-        self.table = table
-        self.annotations = annotations
-        self.parse_text = parse_text
-        self.yaml_budget = _YAML_BUDGET
         self.problems: list[Reason] = []
         self.notes: list[str] = []
+        self.pods = TemplatePods(
+            spec,
+            path,
+            table=table,
+            annotations=annotations,
+            parse_text=parse_text,
+            problems=self.problems,
+            notes=self.notes,
+        )
         self.shapes: list[PodShape] = []
         self.shape_of: dict[tuple[str, str], int] = {}
         # (template key, ids of the inherited placement) -> what walking it found; only
@@ -320,98 +319,14 @@ class WorkflowReader:
         key = (name, "" if plain else json.dumps(inherited, sort_keys=True, default=str))
         index = self.shape_of.get(key)
         if index is None:
-            shape = self._shape(name, template, where, inherited)
+            shape, units = self.pods.read(name, template, where, inherited)
+            self.visits += units  # checked at the next template
             if shape is None:
                 return _NONE
             index = len(self.shapes)
             self.shape_of[key] = index
             self.shapes.append(shape)
         return Concurrency("pod", shape=index), {index: 1}
-
-    def _pod_spec(
-        self, template: Mapping[str, Any], where: str, inherited: Inherited
-    ) -> dict[str, Any]:
-        """The pod Argo builds for a template, as far as GPUs and placement go."""
-        if "containerSet" in template:
-            container_set = field(template, "containerSet", where, dict, {})
-            containers = list(field(container_set, "containers", f"{where}.containerSet", list, ()))
-        else:
-            kind = "container" if "container" in template else "script"
-            main = field(template, kind, where, dict, {})
-            containers = [{**main, "name": "main"}]
-        containers += list(field(template, "sidecars", where, list, ()))
-        init = list(field(template, "initContainers", where, list, ()))
-        self.visits += len(containers) + len(init)  # checked at the next template
-        pod: dict[str, Any] = {"containers": containers, "initContainers": init}
-        # The template's own, else the enclosing steps/dag template's, else the workflow's;
-        # empty counts as unset (Argo checks the length).
-        for position, key in enumerate(("nodeSelector", "affinity")):
-            value = template.get(key) or inherited[position] or self.spec.get(key)
-            if value:
-                pod[key] = value
-        for origin, patch in (
-            (self.path, self.spec.get("podSpecPatch")),
-            (where, template.get("podSpecPatch")),
-        ):
-            if patch:
-                pod = self._apply_patch(pod, patch, f"{origin}.podSpecPatch")
-        return pod
-
-    def _apply_patch(self, pod: dict[str, Any], patch: Any, where: str) -> dict[str, Any]:
-        parsed = self._parse(patch) if isinstance(patch, str) else patch
-        if isinstance(parsed, dict):
-            patched: dict[str, Any] = merge(pod, parsed)  # a map merged into a map is a map
-            return patched
-        if any(word in str(patch).lower() for word in ("gpu", "resources", "mig-")):
-            # It may set GPUs that only exist at run time: nothing here can bound them.
-            self.problems.append(Reason("invalid-gpu-request", messages.unreadable_patch(where)))
-        else:
-            self.notes.append(messages.ignored_patch(where))
-        return pod
-
-    def _parse(self, text: str) -> Any:
-        try:
-            return json.loads(text)
-        except ValueError:
-            pass
-        if self.parse_text is None or len(text) > self.yaml_budget:
-            return None
-        self.yaml_budget -= len(text)
-        try:
-            return self.parse_text(text)
-        except Exception:  # any YAML error: the patch is unreadable, which is handled
-            return None
-
-    def _shape(
-        self, name: str, template: Mapping[str, Any], where: str, inherited: Inherited
-    ) -> PodShape | None:
-        pod = self._pod_spec(template, where, inherited)
-        gpus = read_gpus(pod, where, self.table, self.problems)
-        if not gpus:
-            return None
-        metadata = field(template, "metadata", where, dict, {})
-        annotations = {
-            **self.annotations,
-            **field(metadata, "annotations", f"{where}.metadata", dict, {}),
-        }
-        placement = read_placement(pod, where, annotations)
-        deadlines = [
-            d
-            for d in (
-                int_or_string(template.get("activeDeadlineSeconds")),
-                parse_duration(template["timeout"])
-                if type(template.get("timeout")) is str
-                else None,
-            )
-            if d is not None
-        ]
-        return PodShape(
-            label=name,
-            gpus=gpus,
-            placement=placement,
-            deadline=min(deadlines) if deadlines else None,
-            grace=read_grace(pod, where),
-        )
 
     def read(self) -> tuple[tuple[PodShape, ...], Concurrency, Concurrency | None]:
         """(pod shapes, what runs within the deadline, the exit handler that runs after)."""
