@@ -147,7 +147,9 @@ def _priced(context: Context, seconds: int | None) -> _Priced:
         passed = gate(context, estimate)
     found = (types, passed.finding, allowed_types(context, pricing))
     cost_text = passed.cost_text  # written once, where it is first needed
-    if not policy.limits_anything:  # else nothing reads the demand
+    if not policy.limits_anything or workload.suspended:
+        # nothing reads the demand; or a suspended Job, which holds and spends nothing until
+        # it is resumed, and is checked against quotas and budgets then
         return _Priced(found, estimate, cost_text, passed.approval)
     usage = demand(workload, pricing)
     if context.state is None:

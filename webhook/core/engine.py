@@ -138,6 +138,7 @@ def _update(
     validation). A Workflow or Job can be edited: if the new estimate is above the old one
     (more GPUs, more fan-out, a longer deadline), it is decided like a new object; lowering
     it (e.g. the deadline to 0, which is how `argo terminate` stops a workflow) is allowed.
+    A suspended Job resumed is decided like a new one, whatever its estimate.
     """
     if request.kind == "Pod" or request.old_obj is None:
         return _labels_kept(request, workload, config)
@@ -155,6 +156,10 @@ def _update(
     found = assess(
         context_for(workload, config, now=now, state=rest, requester=_requester(request))
     )
+    if old is not None and old.suspended and not workload.suspended:
+        # A resume is a new run: Kubernetes starts the deadline again, so the Job can spend
+        # its estimate again. Decided like a create; a suspended Job held nothing (holding).
+        return found
     if held is not None and found.charge is not None:
         # the budget holds the old estimate already: charge what the update adds
         added = max(0.0, found.charge.usd - held.usd)

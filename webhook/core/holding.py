@@ -90,6 +90,8 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
         return None
     if workload is None or workload.workload_class == "controlled" or not workload.pods:
         return None
+    if workload.suspended:  # no pod runs: nothing held until it is resumed
+        return None
     policy = config.policy.for_namespace(workload.namespace)
     pricing = price_for(
         workload,

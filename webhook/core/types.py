@@ -312,6 +312,9 @@ class Workload(NamedTuple):
     notes: tuple[str, ...] = ()  # facts worth a warning (e.g. a template that creates objects)
     unresolved: tuple[str, ...] = ()  # templates in other objects that could not be read
     informational: bool = False  # priced for information only (WorkflowTemplates)
+    # A Job with spec.suspend: it runs no pod, so it holds and spends nothing until resumed,
+    # and a resume starts its deadline again (Kubernetes resets the timer): a new run.
+    suspended: bool = False
 
     @property
     def display_name(self) -> str:

@@ -91,6 +91,8 @@ def _job_workload(
         deadline_path=f"{pointer(path)}/activeDeadlineSeconds",
         problems=tuple(problems),
         copy_to=(f"{pointer(path)}/template/metadata",),
+        # a CronJob's jobTemplate.spec.suspend only makes its Jobs start suspended
+        suspended=kind == "Job" and field(job_spec, "suspend", path, bool, False),
     )
 
 
