@@ -43,7 +43,6 @@ The same attacks at the core's level are pinned elsewhere and not repeated here:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -55,9 +54,8 @@ import yaml
 from tests.support.answers import answer, patched, response_of
 from tests.support.builders import gpu_pod
 from tests.support.captures import capture
-from tests.support.config import policy_with
 from tests.support.paths import REPO
-from tests.support.services import service_for
+from tests.support.services import served, service_for
 from webhook.approvals import KeyPair, Keyring, keygen, mint
 from webhook.core.holding import holding
 from webhook.service import AdmissionService, Endpoint
@@ -79,18 +77,9 @@ Edit = Callable[[dict[str, Any]], object]
 # --- helpers ---------------------------------------------------------------------------
 
 
-def service(**policy: Any) -> AdmissionService:
-    """The service as `costgate serve` builds it (YAML podSpecPatch readable), with policy
-    fields replaced."""
-    config = load_config()
-    if policy:
-        config = dataclasses.replace(config, policy=policy_with(**policy))
-    return AdmissionService(config)
-
-
 @pytest.fixture(scope="module")
 def default() -> AdmissionService:
-    return service()
+    return served()
 
 
 def review(name: str, edit: Edit | None = None) -> dict[str, Any]:
@@ -287,7 +276,7 @@ def test_spoofed_owner_pod_cannot_leave_the_quota_by_dropping_its_stamp(
     create = review(
         POD, lambda pod: pod["metadata"].update(ownerReferences=[_owner("batch/v1", "Job")])
     )
-    svc = service(threshold_usd=5000)
+    svc = served(threshold_usd=5000)
     pod = stored(svc, create)
     assert pod["metadata"]["annotations"][STAMP] == "1320.96" and _cache_counts(pod)
 
@@ -399,7 +388,7 @@ def test_ephemeral_containers_hold_no_gpus(default: AdmissionService) -> None:
 
     response = ask(default, review(POD, debug))
     assert not response["allowed"] and priced_at(response, 8)
-    svc = service(threshold_usd=5000)
+    svc = served(threshold_usd=5000)
     doc = update(review(POD), stored(svc, review(POD)), debug)
     doc["request"]["subResource"] = "ephemeralcontainers"
     for endpoint in ("mutate", "validate"):
@@ -604,7 +593,7 @@ def test_a_gpu_under_an_unpriced_resource_name_is_not_free(
         table = load_config().table
         assert usd == table.gpus[table.most_expensive()].usd_per_hour
         assert any("the dearest it could be" in w for w in response["warnings"])
-        strict = ask(service(unknown_gpu="deny"), doc)
+        strict = ask(served(unknown_gpu="deny"), doc)
         assert not strict["allowed"] and codes(strict) == {"unknown-gpu-type"}
 
 
@@ -625,7 +614,7 @@ def test_a_gpu_type_annotation_alone_lowers_the_price_only_where_the_policy_trus
     admitted). With a nodeSelector that keeps the pod on T4 nodes, the T4 price stands in
     both modes."""
     doc = review(POD, _t4_by_annotation_only)
-    checked = ask(service(), doc)
+    checked = ask(served(), doc)
     assert not checked["allowed"]
     assert codes(checked) == {"over-threshold"}
     table = load_config().table
@@ -638,18 +627,18 @@ def test_a_gpu_type_annotation_alone_lowers_the_price_only_where_the_policy_trus
         and f"priced as {dearest.id}" in w
         for w in checked["warnings"]
     )
-    strict = ask(service(unknown_gpu="deny"), doc)
+    strict = ask(served(unknown_gpu="deny"), doc)
     assert codes(strict) == {"unknown-gpu-type"}
     assert "pin t4 with a GPU nodeSelector" in strict["status"]["message"]
 
-    trusted = ask(service(gpu_type_annotation="trusted"), doc)
+    trusted = ask(served(gpu_type_annotation="trusted"), doc)
     assert trusted["allowed"]
     assert float(trusted["auditAnnotations"]["estimated-cost-usd"]) == round(8 * 0.978, 2)
 
     pinned = review(
         POD, lambda pod: (_t4_by_annotation_only(pod), pod["spec"].update(nodeSelector=T4_SELECTOR))
     )
-    for svc in (service(unknown_gpu="deny"), service(gpu_type_annotation="trusted")):
+    for svc in (served(unknown_gpu="deny"), served(gpu_type_annotation="trusted")):
         answer = ask(svc, pinned)
         assert answer["allowed"], answer
         assert float(answer["auditAnnotations"]["estimated-cost-usd"]) == round(8 * 0.978, 2)
@@ -966,7 +955,7 @@ def _deadline_update(kind: str, change: str) -> tuple[AdmissionService, dict[str
     """(service, UPDATE review, deadline as stored): a `kind` admitted under a $300 threshold,
     then updated with `change` to its activeDeadlineSeconds or its declared runtime."""
     make, path = DEADLINES[kind]
-    svc = service(threshold_usd=300)
+    svc = served(threshold_usd=300)
     doc = make()
     obj = stored(svc, doc)
     kept = _deadline_spec(obj, path)["activeDeadlineSeconds"]
@@ -1033,7 +1022,7 @@ def test_an_update_raising_a_running_workflows_cost_is_priced_again(
 ) -> None:
     """A Workflow's spec can be edited while it runs (parallelism, podSpecPatch): a user
     admitted under the gate raises what the rest of the run may spend."""
-    svc = service(threshold_usd=300)
+    svc = served(threshold_usd=300)
     doc = review(name)
     workflow = stored(svc, doc)
     response = ask(svc, update(doc, workflow, change))
@@ -1057,7 +1046,7 @@ def test_a_pod_update_raising_its_declared_runtime_does_not_raise_its_deadline()
     module docstring), but its annotations can: a user raises `costgate.io/max-runtime`.
     Nothing follows from it: the deadline costgate set stays, the stamp stays, and the
     cache goes on pricing the pod by that deadline."""
-    svc = service(threshold_usd=5000)
+    svc = served(threshold_usd=5000)
     pod = stored(svc, review(POD))
     assert pod["spec"]["activeDeadlineSeconds"] == 24 * 3600
     doc = update(

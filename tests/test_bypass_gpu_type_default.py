@@ -24,7 +24,8 @@ import yaml
 from tests.support.answers import patched, response_of
 from tests.support.builders import T4, gpu_product_affinity, pod, request
 from tests.support.captures import capture
-from tests.support.config import policy_data, policy_with
+from tests.support.config import policy_data
+from tests.support.services import served
 from webhook.cli import main
 from webhook.core.config import Config
 from webhook.core.extract.pod import extract_pod
@@ -52,14 +53,6 @@ def dearest_usd() -> float:
     """$/h of the dearest GPU an `nvidia.com/gpu` can be (what an unpinned GPU is priced at)."""
     table = load_config().table
     return table.gpus[table.candidates("nvidia.com/gpu")[0]].usd_per_hour
-
-
-def service(**policy: Any) -> AdmissionService:
-    """The service as `costgate serve` builds it on the bundled tables, policy fields replaced."""
-    config = load_config()
-    if policy:
-        config = dataclasses.replace(config, policy=policy_with(**policy))
-    return AdmissionService(config)
 
 
 def annotated_t4(obj: dict[str, Any], gpus: int = 8) -> None:
@@ -106,7 +99,7 @@ def test_an_annotation_alone_is_priced_as_the_dearest_gpu_by_default() -> None:
     """The issue's attack: 8 GPUs annotated t4, no node selector, under the bundled policy.
     Priced as 8 of the dearest GPU for 1h ($216.32, over the $100 threshold: denied), not
     8 × $0.978 = $7.82."""
-    response = ask(service(), review())
+    response = ask(served(), review())
     assert (response["allowed"], codes(response), usd(response)) == (
         False,
         {"over-threshold"},
@@ -117,7 +110,7 @@ def test_an_annotation_alone_is_priced_as_the_dearest_gpu_by_default() -> None:
 def test_the_warning_names_the_node_selector_that_makes_the_annotation_count() -> None:
     """1 GPU annotated t4 alone: admitted at the dearest price ($27.04 < $100), and the
     warning says the annotation alone does not keep the pod on T4 nodes, and what would."""
-    response = ask(service(), review(edit=lambda obj: annotated_t4(obj, gpus=1)))
+    response = ask(served(), review(edit=lambda obj: annotated_t4(obj, gpus=1)))
     assert any(
         "costgate.io/gpu-type=t4 alone does not keep the pod on t4 nodes" in w
         and "pin t4 with a GPU nodeSelector" in w
@@ -129,7 +122,7 @@ def test_the_mutating_webhook_stamps_the_dearest_price_by_default() -> None:
     """What /mutate writes on the object (the stamp the quota cache counts later) is the
     dearest price too, as /validate decided it."""
     doc = review(edit=lambda obj: annotated_t4(obj, gpus=1))
-    stored = patched(doc["request"]["object"], ask(service(), doc, "mutate"))
+    stored = patched(doc["request"]["object"], ask(served(), doc, "mutate"))
     assert stored["metadata"]["annotations"][STAMP] == f"{dearest_usd():.2f}"
 
 
@@ -141,7 +134,7 @@ def test_a_job_template_annotated_alone_is_priced_as_the_dearest_gpu_by_default(
         job["metadata"]["annotations"] = {"costgate.io/max-runtime": "1h"}
         job["spec"]["template"]["metadata"]["annotations"] = {"costgate.io/gpu-type": "t4"}
 
-    response = ask(service(), review(JOB, edit))
+    response = ask(served(), review(JOB, edit))
     assert usd(response) == round(4 * dearest_usd(), 2)
 
 
@@ -200,7 +193,7 @@ def test_costgate_estimate_agrees_with_the_server(
     path.write_text(yaml.safe_dump(doc["request"]["object"]))
     code = main(["estimate", "-f", str(path), "-o", "json"])
     row = json.loads(capsys.readouterr().out)[0]
-    server = ask(service(), doc)
+    server = ask(served(), doc)
     assert (code, row["allowed"], row["cost_usd"]) == (1, server["allowed"], usd(server))
     assert row["cost_usd"] == round(8 * dearest_usd(), 2)
 
@@ -215,7 +208,7 @@ def test_a_node_selector_makes_the_annotation_count_by_default() -> None:
         annotated_t4(obj)
         obj["spec"]["nodeSelector"] = dict(T4)
 
-    response = ask(service(), review(edit=edit))
+    response = ask(served(), review(edit=edit))
     assert (response["allowed"], usd(response)) == (True, round(8 * T4_USD, 2))
 
 
@@ -227,13 +220,13 @@ def test_an_annotation_never_lowers_what_affinity_allows() -> None:
         annotated_t4(obj, gpus=1)
         obj["spec"]["affinity"] = gpu_product_affinity("Tesla-T4", "NVIDIA-H100-80GB-HBM3")
 
-    assert usd(ask(service(), review(edit=edit))) == H100_USD
+    assert usd(ask(served(), review(edit=edit))) == H100_USD
 
 
 def test_trusted_is_an_explicit_opt_in_for_the_cluster() -> None:
     """`gpu_type_annotation: trusted` in the policy: the annotation alone names the type, as
     before (the platform team takes its users' word)."""
-    response = ask(service(gpu_type_annotation="trusted"), review())
+    response = ask(served(gpu_type_annotation="trusted"), review())
     assert (response["allowed"], usd(response)) == (True, round(8 * T4_USD, 2))
 
 

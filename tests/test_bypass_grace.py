@@ -12,7 +12,6 @@ must agree), a longer one is priced after the runtime, and the policy's max_grac
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -22,27 +21,18 @@ import yaml
 
 from tests.support.answers import answer
 from tests.support.builders import H100, LABELS, T4, gpu_pod, review
-from tests.support.config import policy_with
+from tests.support.services import served
 from webhook.cli import main
 from webhook.service import AdmissionService
-from webhook.tables import load_config
 
 MONTH = 30 * 86400  # 2,592,000 s
 H100_RATE = 6.88
 SLEEP = {"preStop": {"exec": {"command": ["sleep", "infinity"]}}}
 
 
-def service(**policy: Any) -> AdmissionService:
-    """The service as `costgate serve` builds it, with policy fields replaced."""
-    config = load_config()
-    if policy:
-        config = dataclasses.replace(config, policy=policy_with(**policy))
-    return AdmissionService(config)
-
-
 @pytest.fixture(scope="module")
 def default() -> AdmissionService:
-    return service()
+    return served()
 
 
 def lingering_pod(grace: int | None, *, gpus: int = 8, runtime: str = "1h") -> dict[str, Any]:
@@ -162,7 +152,7 @@ def test_a_workflow_pod_spec_patch_grace_period_above_the_cap_is_denied(
 
 
 def test_max_grace_seconds_in_the_policy_raises_the_cap() -> None:
-    response = answer(service(max_grace_seconds=3600), lingering_pod(1800, gpus=1))
+    response = answer(served(max_grace_seconds=3600), lingering_pod(1800, gpus=1))
     assert response["allowed"]
 
 
@@ -186,14 +176,14 @@ def test_the_estimate_says_the_grace_period_it_prices(default: AdmissionService)
 
 def test_a_job_prices_its_pods_grace_period() -> None:
     """1 × $6.88/h × (1m + 10m) = $1.26; the Job's deadline of 60 s is kept (was $0.11)."""
-    response = answer(service(max_grace_seconds=600), job({"terminationGracePeriodSeconds": 600}))
+    response = answer(served(max_grace_seconds=600), job({"terminationGracePeriodSeconds": 600}))
     assert response["auditAnnotations"]["estimated-cost-usd"] == "1.26"
 
 
 def test_a_workflow_prices_its_pods_grace_period() -> None:
     """Peak $6.88/h × (1h + 10m) = $8.03 (was $6.88)."""
     patch = json.dumps({"terminationGracePeriodSeconds": 600})
-    response = answer(service(max_grace_seconds=600), workflow(patch))
+    response = answer(served(max_grace_seconds=600), workflow(patch))
     assert response["auditAnnotations"]["estimated-cost-usd"] == "8.03"
 
 

@@ -358,13 +358,7 @@ def test_costgate_status_reads_the_cluster_with_a_kubeconfig(
 
     ledger = ConfigMapLedger(client.CoreV1Api(api.client()), LEDGER_NS)
     assert ledger.charge(charge(12.5, 100), "uid-1", time.time()).ok
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
-        f"clusters: [{{name: fake, cluster: {{server: '{api.url}'}}}}]\n"
-        "users: [{name: me, user: {token: not-a-secret}}]\n"
-        "contexts: [{name: fake, context: {cluster: fake, user: me}}]\n"
-    )
+    kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
     code = main(["status", "--kubeconfig", str(kubeconfig), "-o", "json", "-n", "team-a"])
     assert code == 0
     report = orjson.loads(capsys.readouterr().out)

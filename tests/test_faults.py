@@ -65,16 +65,6 @@ def _policy(**overrides: Any) -> dict[str, Any]:
     return policy
 
 
-def _write_kubeconfig(path: Path, api: FakeApiServer) -> Path:
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
-        f"clusters: [{{name: fake, cluster: {{server: '{api.url}'}}}}]\n"
-        "users: [{name: me, user: {token: not-a-secret}}]\n"
-        "contexts: [{name: fake, context: {cluster: fake, user: me}}]\n"
-    )
-    return path
-
-
 def _serve(
     tmp_path: Path,
     api: FakeApiServer,
@@ -94,7 +84,7 @@ def _serve(
         *extra,
         env={
             "COSTGATE_STATE": "cluster",
-            "COSTGATE_KUBECONFIG": str(_write_kubeconfig(tmp_path / "kubeconfig", api)),
+            "COSTGATE_KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig")),
             "COSTGATE_LEDGER_NAMESPACE": LEDGER_NS,
             "COSTGATE_STALE_AFTER": str(STALE_AFTER),
             # _status reads the cache through /status from this host; who else may read it

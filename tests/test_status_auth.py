@@ -13,7 +13,6 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -167,16 +166,6 @@ def test_without_a_cluster_this_host_gets_the_report():
 # --------------------------------------------------------------------------- end to end
 
 
-def _kubeconfig(path: Path, api: FakeApiServer) -> Path:
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
-        f"clusters: [{{name: fake, cluster: {{server: '{api.url}'}}}}]\n"
-        "users: [{name: me, user: {token: not-a-secret}}]\n"
-        "contexts: [{name: fake, context: {cluster: fake, user: me}}]\n"
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`costgate serve` with cluster state on the fake API server and no COSTGATE_STATUS_AUTH:
@@ -187,7 +176,7 @@ def cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         _grant(api, "alice", None)
         env = {
             "COSTGATE_STATE": "cluster",
-            "COSTGATE_KUBECONFIG": str(_kubeconfig(tmp / "kubeconfig", api)),
+            "COSTGATE_KUBECONFIG": str(api.kubeconfig(tmp / "kubeconfig")),
         }
         server = start_server(tmp, env=env)
         try:

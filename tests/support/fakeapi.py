@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -591,6 +592,17 @@ class FakeApiServer(ThreadingHTTPServer):
         config = kubernetes.client.Configuration()
         config.host = self.url
         return kubernetes.client.ApiClient(config)
+
+    def kubeconfig(self, path: Path) -> Path:
+        """Write a kubeconfig at `path` whose only context is this server, for processes and
+        CLI commands that load one (`costgate serve`, `costgate status`)."""
+        path.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+            f"clusters: [{{name: fake, cluster: {{server: '{self.url}'}}}}]\n"
+            "users: [{name: me, user: {token: not-a-secret}}]\n"
+            "contexts: [{name: fake, context: {cluster: fake, user: me}}]\n"
+        )
+        return path
 
     def start(self) -> FakeApiServer:
         if self._closed:

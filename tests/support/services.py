@@ -1,15 +1,16 @@
-"""An admission service on the bundled tables with policy fields replaced, in-memory state and
-a clock the test moves."""
+"""Admission services on the bundled tables with policy fields replaced: as `costgate serve`
+builds one (no state), or with in-memory state and a clock the test moves."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tests.support.config import policy_with
 from webhook.core.engine import Config
 from webhook.service import AdmissionService
 from webhook.state import memory_state
-from webhook.tables import check_gpu_names, load_pricing
+from webhook.tables import check_gpu_names, load_config, load_pricing
 
 
 class Clock:
@@ -26,3 +27,12 @@ def service_for(clock: Clock | None = None, **policy: Any) -> tuple[AdmissionSer
     check_gpu_names(config.policy, config.table)
     state = memory_state(clock)
     return AdmissionService(config, clock=clock, state=state), state
+
+
+def served(**policy: Any) -> AdmissionService:
+    """The service as `costgate serve` builds it (YAML podSpecPatch readable), with policy
+    fields replaced."""
+    config = load_config()
+    if policy:
+        config = dataclasses.replace(config, policy=policy_with(**policy))
+    return AdmissionService(config)

@@ -31,7 +31,8 @@ NO_PLACEMENT: Inherited = (None, None)
 
 class TemplatePods:
     """Reads the pods of one WorkflowSpec's templates; one instance per request (the YAML
-    budget is per object). Problems and notes go to the lists the reader shares."""
+    budget is per object). The WorkflowReader that walks the spec shares its problems and
+    notes."""
 
     def __init__(
         self,
@@ -41,8 +42,6 @@ class TemplatePods:
         table: PriceTable,
         annotations: Mapping[str, str],
         parse_text: ParseText | None,
-        problems: list[Reason],
-        notes: list[str],
     ) -> None:
         self.spec = spec
         self.path = path
@@ -50,8 +49,8 @@ class TemplatePods:
         self.annotations = annotations
         self.parse_text = parse_text
         self.yaml_budget = _YAML_BUDGET
-        self.problems = problems
-        self.notes = notes
+        self.problems: list[Reason] = []  # what cannot be read: the walk adds its own
+        self.notes: list[str] = []  # facts worth a warning
         self.units = 0  # containers read by the current `read`
 
     def read(

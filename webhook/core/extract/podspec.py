@@ -166,33 +166,29 @@ def pointer(path: str) -> str:
     return "/" + path.replace(".", "/")
 
 
+def _seconds(spec: Mapping[str, Any], key: str, path: str, high: int) -> int | None:
+    """spec[key], checked (None when unset): a whole number of seconds from 0 to `high`, as
+    the API server requires."""
+    value = spec.get(key)
+    if value is None:
+        return None
+    where = f"{path}.{key}"
+    if type(value) is not int:
+        raise ObjectError(where, "int", value)
+    if not 0 <= value <= high:
+        raise ObjectError(where, "int", value, message=messages.out_of_range(where, value, high))
+    return value
+
+
 def read_deadline(spec: Mapping[str, Any], path: str) -> int | None:
     """spec.activeDeadlineSeconds, checked: a whole number the API server would accept."""
-    deadline = spec.get("activeDeadlineSeconds")
-    if deadline is None:
-        return None
-    where = f"{path}.activeDeadlineSeconds"
-    if type(deadline) is not int:
-        raise ObjectError(where, "int", deadline)
-    if not 0 <= deadline <= MAX_DEADLINE_SECONDS:
-        message = messages.out_of_range(where, deadline, MAX_DEADLINE_SECONDS)
-        raise ObjectError(where, "int", deadline, message=message)
-    return deadline
+    return _seconds(spec, "activeDeadlineSeconds", path, MAX_DEADLINE_SECONDS)
 
 
 def read_grace(spec: Mapping[str, Any], path: str) -> int | None:
-    """spec.terminationGracePeriodSeconds, checked (None when unset): a whole number of
-    seconds from 0 to int64's largest, as the API server requires (the policy caps it)."""
-    grace = spec.get("terminationGracePeriodSeconds")
-    if grace is None:
-        return None
-    where = f"{path}.terminationGracePeriodSeconds"
-    if type(grace) is not int:
-        raise ObjectError(where, "int", grace)
-    if not 0 <= grace <= _MAX_INT64:
-        message = messages.out_of_range(where, grace, _MAX_INT64)
-        raise ObjectError(where, "int", grace, message=message)
-    return grace
+    """spec.terminationGracePeriodSeconds, checked: up to int64's largest (the policy caps
+    it)."""
+    return _seconds(spec, "terminationGracePeriodSeconds", path, _MAX_INT64)
 
 
 def _required_terms(

@@ -14,6 +14,7 @@ from .. import messages
 from ..config import Config, TemplateLookup
 from ..types import Concurrency, PodShape, Request, Workload
 from .argo import merge
+from .argopod import TemplatePods
 from .owner import owner_class
 from .podspec import ObjectError, field, identity, pointer, read_deadline, read_metadata
 from .workflowspec import WorkflowReader
@@ -58,15 +59,10 @@ def _workflow_workload(
     namespace, name, generate_name = identity(request, metadata)
     lookup = config.lookup
     joined, missing = _join(spec, lookup, namespace)
-    reader = WorkflowReader(
-        joined,
-        path,
-        table=config.table,
-        annotations=annotations,
-        parse_text=config.parse_text,
-        lookup=lookup,
-        namespace=namespace,
+    pods = TemplatePods(
+        joined, path, table=config.table, annotations=annotations, parse_text=config.parse_text
     )
+    reader = WorkflowReader(pods, lookup=lookup, namespace=namespace)
     shapes: tuple[PodShape, ...] = ()
     tree = Concurrency("all")
     exit_tree: Concurrency | None = None

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .. import messages
-from ..catalog import PriceTable
-from ..config import ParseText, TemplateLookup
+from ..config import TemplateLookup
 from ..types import ANNOTATION_MAX_FANOUT, INFINITE, Concurrency, PodShape, Reason
 from .argo import attempts, defaults_for, fanout, int_or_string, merge, times
 from .argopod import NO_PLACEMENT as _NO_PLACEMENT
@@ -48,34 +47,21 @@ class WorkflowReader:
     """Walks one WorkflowSpec from its entrypoint. One instance per request."""
 
     def __init__(
-        self,
-        spec: Mapping[str, Any],
-        path: str,
-        *,
-        table: PriceTable,
-        annotations: Mapping[str, str],
-        parse_text: ParseText | None,
-        lookup: TemplateLookup | None,
-        namespace: str,
+        self, pods: TemplatePods, *, lookup: TemplateLookup | None, namespace: str
     ) -> None:
-        self.spec = spec
+        """`pods` reads the pods of this spec's templates (its spec, path and annotations
+        are the walk's)."""
+        self.pods = pods
+        self.spec = spec = pods.spec
+        self.path = path = pods.path
+        annotations = pods.annotations
         self.lookup = lookup
         self.namespace = namespace
         self.recursive: set[str] = set()
         self.loaded: set[str] = set()  # scopes of other WorkflowTemplates already looked up
         self.unresolved: list[str] = []  # templates in other objects that cannot be read
-        self.path = path
-        self.problems: list[Reason] = []
-        self.notes: list[str] = []
-        self.pods = TemplatePods(
-            spec,
-            path,
-            table=table,
-            annotations=annotations,
-            parse_text=parse_text,
-            problems=self.problems,
-            notes=self.notes,
-        )
+        self.problems = pods.problems
+        self.notes = pods.notes
         self.shapes: list[PodShape] = []
         self.shape_of: dict[tuple[str, str], int] = {}
         # (template key, ids of the inherited placement) -> what walking it found; only

@@ -81,34 +81,39 @@ def approval_too_small(approval: Approval, usd: float) -> str:
     )
 
 
-def approval_self(approval: Approval, relation: str, who: str) -> str:
+def _own(approval: Approval, how: str) -> str:
+    """Refused as the approver's own workload: `how` says through whom it is theirs."""
     return (
         f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
-        f"{relation} by {quote(who)}; {_NOT_YOURS}"
+        f"{how}; {_NOT_YOURS}"
     )
 
 
+def approval_self(approval: Approval, relation: str, who: str) -> str:
+    return _own(approval, f"{relation} by {quote(who)}")
+
+
 def approval_self_identity(approval: Approval, user: str) -> str:
-    return (
-        f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
-        f"submitted by {quote(user)}, an identity of {quote(approval.approver)} in the policy's "
-        f"approver_identities; {_NOT_YOURS}"
+    return _own(
+        approval,
+        f"submitted by {quote(user)}, an identity of {quote(approval.approver)} in the "
+        f"policy's approver_identities",
     )
 
 
 def approval_self_group(approval: Approval, user: str, group: str) -> str:
-    return (
-        f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
+    return _own(
+        approval,
         f"submitted by {quote(user)} in group {quote(group)}, a group of "
-        f"{quote(approval.approver)} in the policy's approver_identities; {_NOT_YOURS}"
+        f"{quote(approval.approver)} in the policy's approver_identities",
     )
 
 
 def approval_self_impersonated(approval: Approval, user: str, key: str, value: str) -> str:
-    return (
-        f"{_approval(approval)} was given by {quote(approval.approver)}, but this workload is "
+    return _own(
+        approval,
         f"submitted by {quote(user)} on behalf of {quote(value)} (userInfo extra "
-        f"{quote(key)}), who is {quote(approval.approver)}; {_NOT_YOURS}"
+        f"{quote(key)}), who is {quote(approval.approver)}",
     )
 
 
