@@ -578,9 +578,9 @@ def test_the_only_write_is_the_ledger_in_costgate_system(base):
 def test_no_wildcards_no_secrets_no_escalation(base):
     for role in kinds(base, "ClusterRole") + kinds(base, "Role"):
         for rule in role["rules"]:
-            for field in ("apiGroups", "resources", "verbs"):
-                assert "*" not in rule[field], (role["metadata"]["name"], field)
-            assert "secrets" not in rule["resources"]
+            for field in ("apiGroups", "resources", "nonResourceURLs", "verbs"):
+                assert "*" not in rule.get(field, ()), (role["metadata"]["name"], field)
+            assert "secrets" not in rule.get("resources", ())
             assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(
                 rule["verbs"]
             )

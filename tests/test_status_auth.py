@@ -1,10 +1,13 @@
-"""Who may read GET /status (every team's usage, quotas and budgets).
+"""Who may read GET /status (every team's usage, quotas and budgets) and GET /metrics (the
+dollars admitted per namespace and owner).
 
 Through the ASGI app with the real `kubernetes` client against the fake API server: a bearer
 token, checked by a TokenReview, then a SubjectAccessReview for `get` on usage.costgate.io in
 the namespace asked for (cluster-wide for all of them). Without a cluster: callers on this
-host only. End to end: `costgate serve` with cluster state asks for a token by default, and
-`costgate status --server --token-file` sends one. And the RBAC the install ships for it.
+host only. /metrics the same way, with a SubjectAccessReview for the non-resource URL
+`/metrics` (what a Prometheus service account's ClusterRole grants). End to end: `costgate
+serve` with cluster state asks for a token by default, and `costgate status --server
+--token-file` sends one. And the RBAC the install ships for it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tests.support.fakeapi import FakeApiServer
 from tests.support.paths import REPO
 from tests.support.servers import Server, start_server, stop_process
 from tests.support.tools import require_tool
-from webhook.access import STATUS_GROUP, STATUS_RESOURCE, KubernetesAccess
+from webhook.access import CACHE_SECONDS, STATUS_GROUP, STATUS_RESOURCE, KubernetesAccess
 from webhook.core.engine import Config
 from webhook.server.app import AdmissionEndpoints, build_app
 from webhook.state import memory_state
@@ -61,6 +64,7 @@ def _get(
     token: str | None = None,
     namespace: str | None = None,
     client: tuple[str, int] = REMOTE,
+    path: str = "/status",
 ) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     params = {"namespace": namespace} if namespace is not None else {}
@@ -68,7 +72,7 @@ def _get(
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, client=client)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            return await http.get("/status", headers=headers, params=params)
+            return await http.get(path, headers=headers, params=params)
 
     return asyncio.run(call())
 
@@ -135,6 +139,78 @@ def test_an_unreachable_api_server_is_503_not_an_open_door(app, api):
     assert _get(app, token=TOKEN).status_code == 503
 
 
+def _reviews(api: FakeApiServer) -> int:
+    reviews = ("/tokenreviews", "/subjectaccessreviews")
+    return sum(path.endswith(reviews) for _, path, _ in api.requests)
+
+
+def test_an_allowed_reader_is_not_asked_about_again_within_the_cache_time(app, api):
+    _grant(api, "alice", "team-a")
+    before = _reviews(api)
+    assert [_get(app, token=TOKEN, namespace="team-a").status_code for _ in range(3)] == [200] * 3
+    assert _reviews(api) - before == 2  # one TokenReview and one SubjectAccessReview
+
+
+def test_a_refusal_is_asked_about_again_so_a_new_grant_counts_at_once(app, api):
+    assert _get(app, token=TOKEN, namespace="team-a").status_code == 403
+    _grant(api, "alice", "team-a")
+    assert _get(app, token=TOKEN, namespace="team-a").status_code == 200
+
+
+def test_an_allowed_answer_for_one_namespace_is_not_kept_for_another(app, api):
+    _grant(api, "alice", "team-a")
+    assert _get(app, token=TOKEN, namespace="team-a").status_code == 200
+    assert _get(app, token=TOKEN, namespace="team-b").status_code == 403
+
+
+def test_the_cached_answer_goes_stale_after_cache_seconds(api):
+    now = [0.0]
+    config = Config(table=load_pricing(), policy=policy_with())
+    with api.client() as client:
+        access = KubernetesAccess(client, timeout=2.0, clock=lambda: now[0])
+        app = build_app(config, max_body_bytes=1 << 20, state=memory_state(), status_access=access)
+        _grant(api, "alice", None)
+        assert _get(app, token=TOKEN).status_code == 200
+        api.revoke_all()
+        now[0] += CACHE_SECONDS - 0.5
+        assert _get(app, token=TOKEN).status_code == 200  # within the cache time
+        now[0] += 1.0
+        assert _get(app, token=TOKEN).status_code == 403
+
+
+# --------------------------------------------------------------------------- /metrics
+
+
+def test_metrics_without_a_token_are_refused_with_401(app):
+    answer = _get(app, path="/metrics")
+    assert (answer.status_code, answer.json()["error"]) == (
+        401,
+        "/metrics needs a bearer token (Authorization: Bearer <token>)",
+    )
+
+
+def test_metrics_to_a_user_without_the_url_grant_are_refused_naming_the_role(app, api):
+    _grant(api, "alice", None)  # reading /status everywhere is not scraping /metrics
+    answer = _get(app, token=TOKEN, path="/metrics")
+    assert (answer.status_code, answer.json()["error"]) == (
+        403,
+        'user "alice" may not get /metrics; grant it with RBAC (ClusterRole '
+        "costgate-metrics-reader)",
+    )
+
+
+def test_metrics_to_a_subject_granted_the_url_are_served(app, api):
+    api.grant_url("group:team-a", "get", "/metrics")
+    answer = _get(app, token=TOKEN, path="/metrics")
+    assert (answer.status_code, "costgate_admission_requests_total" in answer.text) == (200, True)
+
+
+def test_a_metrics_grant_does_not_read_status(app, api):
+    api.grant_url("alice", "get", "/metrics")
+    assert _get(app, token=TOKEN, path="/metrics").status_code == 200
+    assert _get(app, token=TOKEN).status_code == 403
+
+
 def test_a_review_never_asks_the_api_server_who_is_calling(app, api):
     """The admission path: no TokenReview, no SubjectAccessReview, no call at all."""
     before = len(api.requests)
@@ -163,6 +239,12 @@ def test_without_a_cluster_this_host_gets_the_report():
     assert _get(_local_app(), client=LOCAL).status_code == 200
 
 
+def test_without_a_cluster_metrics_are_served_on_this_host_only():
+    app = _local_app()
+    statuses = [_get(app, client=c, path="/metrics").status_code for c in (REMOTE, LOCAL)]
+    assert statuses == [403, 200]
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -174,6 +256,7 @@ def cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     with FakeApiServer() as api:
         api.add_user(TOKEN, "alice", groups=["team-a"])
         _grant(api, "alice", None)
+        api.grant_url("alice", "get", "/metrics")
         env = {
             "COSTGATE_STATE": "cluster",
             "COSTGATE_KUBECONFIG": str(api.kubeconfig(tmp / "kubeconfig")),
@@ -200,6 +283,14 @@ def _costgate_status(server: Server, *extra: str) -> subprocess.CompletedProcess
 def test_the_served_status_asks_for_a_token_by_default_with_cluster_state(cluster_server):
     with cluster_server.client() as client:
         assert client.get("/status").status_code == 401
+
+
+@pytest.mark.slow
+def test_the_served_metrics_ask_for_a_token_by_default_with_cluster_state(cluster_server):
+    with cluster_server.client() as client:
+        refused = client.get("/metrics").status_code
+        served = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert (refused, served.status_code, "costgate_" in served.text) == (401, 200, True)
 
 
 @pytest.mark.slow
@@ -277,3 +368,8 @@ def test_the_shipped_deployment_checks_tokens(base):
         "cluster",
         "kubernetes",
     )
+
+
+def test_the_metrics_reader_role_grants_exactly_the_url_the_webhook_asks_for(rbac):
+    role = _named(rbac, "ClusterRole", "costgate-metrics-reader")
+    assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]

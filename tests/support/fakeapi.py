@@ -22,7 +22,8 @@ resources, as etcd's revision is.
 
 TokenReview and SubjectAccessReview answer from tables a test fills (``add_user``, ``grant``):
 a token is a user, and a grant lets a user or ``group:<name>`` use one verb on one resource, in
-one namespace or (``namespace=None``) in all of them and cluster-wide, as a ClusterRoleBinding.
+one namespace or (``namespace=None``) in all of them and cluster-wide, as a ClusterRoleBinding,
+or on one non-resource URL (``grant_url``).
 
 Knowingly simpler than the real server: no authn/authz of its own clients (the reviews only answer
 for others), no admission, defaulting or schema validation (objects are stored as sent; no
@@ -148,6 +149,7 @@ _REVIEWS = {
     ("authentication.k8s.io", "v1", "tokenreviews"): "TokenReview",
     ("authorization.k8s.io", "v1", "subjectaccessreviews"): "SubjectAccessReview",
 }
+_URL = "<non-resource URL>"  # the group a grant of a non-resource URL is kept under
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})  # Go's strconv.ParseBool
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what the real generateName suffix draws from
 _SNAPSHOTS_KEPT = 32  # list snapshots for continue tokens, least recently used evicted (-> 410)
@@ -780,6 +782,17 @@ class FakeApiServer(ThreadingHTTPServer):
         `resource` of `group` in `namespace`; None: every namespace and cluster-wide."""
         with self._cond:
             self._grants.add((subject, verb, group, resource, namespace))
+
+    def revoke_all(self) -> None:
+        """Every grant withdrawn (users stay known)."""
+        with self._cond:
+            self._grants.clear()
+
+    def grant_url(self, subject: str, verb: str, path: str) -> None:
+        """A SubjectAccessReview lets `subject` `verb` the non-resource URL `path` (as a
+        ClusterRole's nonResourceURLs does; no wildcards)."""
+        with self._cond:
+            self._grants.add((subject, verb, _URL, path, None))
 
     def compact(self) -> str:
         """Forget all history up to now: older watch RVs and continue tokens get 410 Expired."""
@@ -1494,6 +1507,7 @@ class FakeApiServer(ThreadingHTTPServer):
                     else {"user": {}, "error": "invalid bearer token"}
                 )
             else:
+                url = spec.get("nonResourceAttributes")
                 attributes = spec.get("resourceAttributes") or {}
                 namespace = attributes.get("namespace") or None
                 subjects = [spec.get("user"), *(f"group:{g}" for g in spec.get("groups") or ())]
@@ -1502,6 +1516,8 @@ class FakeApiServer(ThreadingHTTPServer):
                     attributes.get("group") or "",
                     attributes.get("resource"),
                 )
+                if isinstance(url, dict):  # a URL is cluster-wide: no namespace to it
+                    wanted, namespace = (url.get("verb"), _URL, url.get("path")), None
                 allowed = any(
                     (subject, *wanted, scope) in self._grants
                     for subject in subjects

@@ -4,7 +4,8 @@
 every Pod creation in the cluster waits on them, and FastAPI's per-request machinery
 (routing, dependency injection, response models) would cost more than the decision itself.
 Health, readiness, metrics and status are ordinary FastAPI routes; /status (every team's
-usage and budgets) answers only the callers a `StatusAccess` lets through.
+usage and budgets) and /metrics (dollars admitted per namespace and owner) answer only the
+callers a `StatusAccess` lets through.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from ..access import KubernetesAccess, LoopbackOnly, StatusAccess
+from ..access import (
+    METRICS,
+    KubernetesAccess,
+    LoopbackOnly,
+    Refusal,
+    StatusAccess,
+    Target,
+    status_of,
+)
 from ..admission import ReviewError, recover_uid
 from ..approvals import Keyring
 from ..core.config import Config
@@ -139,6 +148,14 @@ class AdmissionEndpoints:
         await _respond(send, answer.status, answer.body)
 
 
+def _check(access: StatusAccess, request: Request, target: Target) -> Refusal | None:
+    return access.check(
+        authorization=request.headers.get("authorization"),
+        peer=request.client.host if request.client is not None else None,
+        target=target,
+    )
+
+
 def build_app(
     config: Config | Callable[[], Config],
     *,
@@ -149,7 +166,8 @@ def build_app(
     status_access: StatusAccess | None = None,
 ) -> AdmissionEndpoints:
     """The whole application for a loaded Config (or a function returning the current one).
-    /status answers whom `status_access` lets through (default: callers on this host)."""
+    /status and /metrics answer whom `status_access` lets through (default: callers on this
+    host)."""
     metrics = metrics or Metrics()
     access = status_access or LoopbackOnly()
     current = config if callable(config) else (lambda: config)
@@ -173,11 +191,7 @@ def build_app(
     @api.get("/status")
     def status(request: Request, namespace: str | None = None) -> Response:
         """Usage against quotas and budgets, as `costgate status --server` shows it."""
-        refusal = access.check(
-            authorization=request.headers.get("authorization"),
-            peer=request.client.host if request.client is not None else None,
-            namespace=namespace,
-        )
+        refusal = _check(access, request, status_of(namespace))
         if refusal is not None:
             body = orjson.dumps({"error": refusal.reason})
             return Response(body, refusal.status, refusal.headers, "application/json")
@@ -187,7 +201,12 @@ def build_app(
         return Response(orjson.dumps(report), media_type="application/json")
 
     @api.get("/metrics")
-    def metrics_endpoint() -> Response:
+    def metrics_endpoint(request: Request) -> Response:
+        """Prometheus' scrape: the dollars admitted by namespace and owner are spend too."""
+        refusal = _check(access, request, METRICS)
+        if refusal is not None:
+            body = orjson.dumps({"error": refusal.reason})
+            return Response(body, refusal.status, refusal.headers, "application/json")
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
