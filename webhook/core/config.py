@@ -6,7 +6,7 @@ Loaded once and swapped whole when a file changes, so a review never sees half o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,26 +14,31 @@ from .catalog import PriceTable
 from .policy import Policy
 from .types import ApprovalVerifier, Request, Workload
 
-__all__ = ["Config", "Extractor", "ParseText", "TemplateLookup"]
+__all__ = ["Config", "Extractor", "ParseText", "Referrers", "TemplateLookup"]
 
 # Reads YAML embedded in objects (Argo's podSpecPatch).
 ParseText = Callable[[str], Any]
 # (namespace, name, cluster scope) -> that WorkflowTemplate's spec, or None if unknown here.
 TemplateLookup = Callable[[str, str, bool], "Mapping[str, Any] | None"]
+# (namespace, name, cluster scope) -> the live Workflows that run that WorkflowTemplate,
+# directly or through other templates (their metadata and spec).
+Referrers = Callable[[str, str, bool], "Sequence[Mapping[str, Any]]"]
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The table and policy, and three functions: `parse_text` reads YAML in objects,
-    `lookup` finds a WorkflowTemplate's spec, `verify_approval` checks an approval token's
-    signature. The core thus imports no YAML or crypto library, holds no key and reads no
-    cluster."""
+    """The table and policy, and four functions: `parse_text` reads YAML in objects,
+    `lookup` finds a WorkflowTemplate's spec, `referrers` the live Workflows that run one
+    (None: they cannot be seen here, as offline), `verify_approval` checks an approval
+    token's signature. The core thus imports no YAML or crypto library, holds no key and
+    reads no cluster."""
 
     table: PriceTable
     policy: Policy
     parse_text: ParseText | None = None
     lookup: TemplateLookup | None = None
     verify_approval: ApprovalVerifier | None = None
+    referrers: Referrers | None = None
 
 
 class Extractor(Protocol):

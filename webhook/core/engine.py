@@ -19,6 +19,7 @@ from .extract.podspec import ObjectError
 from .patch import UNCHANGED, Mutation, mutation
 from .rules.context import Context
 from .rules.labels import check_labels
+from .template_edit import TEMPLATE_KINDS, template_edit
 from .types import ANNOTATION_ESTIMATED_COST, NOBODY, Reason, Request, Requester, Workload
 from .usage import UsageView, without
 from .verdict import ALLOW, Decision, Findings, verdict
@@ -58,6 +59,8 @@ def evaluate(
     `now` (which approvals' expiry and budget months read), against the current use `state`
     (None: quotas and budgets are not checked). The validating webhook's answer."""
     found = _review(request, config, now, state)
+    if request.kind in TEMPLATE_KINDS:  # an edit reaches the Workflows running it
+        found = _edited(request, found, config, now)
     return ALLOW if found is _NOTHING else verdict(found)  # most pods ask for no GPU
 
 
@@ -79,6 +82,24 @@ def _review(request: Request, config: Config, now: float, state: UsageView | Non
         # recursion): the sender's to fix, not an internal error.
         reason = Reason("invalid-request", messages.nested_too_deep())
         return Findings(refusals=(reason,), status_code=400)
+
+
+def _edited(request: Request, found: Findings, config: Config, now: float) -> Findings:
+    """A (Cluster)WorkflowTemplate's findings, with the refusal of an edit that raises the
+    live Workflows running it past what they may cost (only /validate refuses it)."""
+    if (
+        request.group != "argoproj.io"
+        or request.operation not in ("CREATE", "UPDATE")
+        or request.namespace in config.policy.exempt_namespaces
+        or found.status_code == 400  # the template itself cannot be read: that is the answer
+    ):
+        return found
+    edit = template_edit(request, config, now)
+    if edit is None:
+        return found
+    return found._replace(
+        refusals=found.refusals + edit.refusals, warnings=found.warnings + edit.warnings
+    )
 
 
 def _findings(request: Request, config: Config, now: float, state: UsageView | None) -> Findings:

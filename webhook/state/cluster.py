@@ -1,5 +1,6 @@
 """Cluster state through the official `kubernetes` client: a watch cache of live costed
-workloads, WorkflowTemplates for Workflows that reference them, and the budget ledgers.
+workloads, WorkflowTemplates for Workflows that reference them (and the live Workflows
+filed by the templates they run), and the budget ledgers.
 
 One Watcher (`.watch`) per resource keeps it current; the cache keeps only a small Usage per
 costed workload. Admission never calls the API server for quotas: it reads the sums this
@@ -15,11 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.config import Config, TemplateLookup
+from ..core.config import Config, Referrers, TemplateLookup
 from ..core.holding import holding
 from ..core.types import ANNOTATION_ESTIMATED_COST
 from . import State
 from .ledger import ConfigMapLedger
+from .referrers import WorkflowsByTemplate
 from .tally import Tally
 from .watch import Resource, Watcher
 
@@ -57,6 +59,7 @@ class ClusterState:
         self._config = config
         self.stale_after = stale_after
         self._templates: dict[tuple[str, str, bool], Any] = {}
+        self.workflows_by_template = WorkflowsByTemplate()
         self._seen: dict[str, float] = {}  # uid -> when last seen, for ledger reconciliation
         self._stopping = threading.Event()
         self._periodic: list[threading.Thread] = []
@@ -152,6 +155,10 @@ class ClusterState:
 
         return find
 
+    def referrers(self) -> Referrers:
+        """The live Workflows that run a template, for a template edit's review."""
+        return self.workflows_by_template
+
     def seen(self, uid: str) -> bool | None:
         """Whether an object with this uid was seen (for the ledger); None when the cache
         cannot tell because it is not in sync."""
@@ -164,12 +171,16 @@ class ClusterState:
     def _running_watcher(self, resource: Resource, options: dict[str, int]) -> Watcher:
         uids: set[str] = set()
         group, kind = resource.group, resource.kind
+        # Workflows are filed by the templates they run: an edit of one is priced against them
+        by_template = self.workflows_by_template if kind == "Workflow" else None
 
         def record(obj: dict[str, Any]) -> str:
             metadata = obj.get("metadata") or {}
             uid = str(metadata.get("uid", ""))
             usage = holding(group, kind, obj, self._config())
             self.tally.put(uid, usage)
+            if by_template is not None:
+                by_template.workflow(obj)
             if usage is not None:
                 uids.add(uid)
             else:
@@ -189,6 +200,8 @@ class ClusterState:
                     self._seen[uid] = time.time()
                 self.tally.remove(uid)
                 uids.discard(uid)
+                if by_template is not None:
+                    by_template.forget(uid)
             else:
                 record(obj)
 
@@ -198,6 +211,8 @@ class ClusterState:
             for uid in before - listed:  # deleted while we were not watching
                 self.tally.remove(uid)
                 uids.discard(uid)
+            if by_template is not None:
+                by_template.keep_workflows(listed)
 
         return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
 
@@ -209,17 +224,24 @@ class ClusterState:
             scope = "" if cluster else str(metadata.get("namespace", ""))
             return (scope, str(metadata.get("name", "")), cluster)
 
+        by_template = self.workflows_by_template
+
         def on_event(event: str, obj: dict[str, Any]) -> None:
             if event == "DELETED":
                 self._templates.pop(key(obj), None)
+                by_template.forget_template(key(obj))
             else:
                 self._templates[key(obj)] = obj.get("spec")
+                by_template.template(key(obj), obj.get("spec"))
 
         def on_relist(items: Iterator[dict[str, Any]]) -> None:
             fresh = {key(obj): obj.get("spec") for obj in items}
             for stale in [k for k in self._templates if k[2] == cluster and k not in fresh]:
                 self._templates.pop(stale, None)
+                by_template.forget_template(stale)
             self._templates.update(fresh)
+            for template, spec in fresh.items():
+                by_template.template(template, spec)
 
         return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
 

@@ -22,6 +22,7 @@ from tests.support.workflows import (
     workflow,
     workflow_template,
 )
+from webhook.core import messages
 from webhook.core.engine import evaluate
 from webhook.core.patch import patch_ops
 
@@ -168,5 +169,7 @@ def test_a_workflow_template_is_priced_for_information_only(strict) -> None:
         f"costgate: a workflow of this template would cost up to {money(cost)} "
         f"(up to {money(cost / DAY)}/h at once × 12h; g: 8 × h100-80gb at "
         f"{money(rate(strict)(H100))}/h), above the $100.00 threshold",
+        # no live Workflows to price an edit against here (the cluster's webhook has them)
+        f"costgate: {messages.template_users_unseen()}",
     )
     assert patch_ops(decision, obj) == []

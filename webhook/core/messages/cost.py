@@ -3,6 +3,8 @@ and a cost with no bound."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..quantities import format_hours
 from ..types import (
     ANNOTATION_APPROVAL,
@@ -21,7 +23,16 @@ from .text import (
     warning,
 )
 
-__all__ = ["cost", "estimate_warning", "over_threshold", "template_estimate", "unbounded"]
+__all__ = [
+    "cost",
+    "estimate_warning",
+    "over_threshold",
+    "template_edit_raises",
+    "template_edit_too_many",
+    "template_estimate",
+    "template_users_unseen",
+    "unbounded",
+]
 
 
 def _span(estimate: Estimate) -> str:
@@ -123,4 +134,51 @@ def unbounded(kind: str, name: str) -> str:
         f"template runs GPU pods an unknown number of times, or a GPU exit handler (which "
         f"outlives the workflow deadline) has no activeDeadlineSeconds; set spec.parallelism, "
         f"annotation {ANNOTATION_MAX_FANOUT}, or the exit handler's activeDeadlineSeconds"
+    )
+
+
+# The way through for an edit of a template that running Workflows use (the other: an
+# approval on each Workflow that covers its new cost, which the first reason names).
+_NEW_VERSION = (
+    "publish the change under a new template name for new Workflows; Argo's "
+    "workflowRestrictions templateReferencing: Secure makes running Workflows fail rather "
+    "than pick up an edited template"
+)
+
+
+def template_edit_raises(
+    kind: str,
+    name: str,
+    raised: Sequence[tuple[str, str, float, float]],
+    first: str,
+) -> str:
+    """An edit of a (Cluster)WorkflowTemplate that would take live Workflows past what they
+    may cost: `raised` is (namespace, name, old estimate, new estimate) per Workflow, `first`
+    why the first may not cost that."""
+    listed = [
+        f"{quote(f'{ns}/{wf}')} {money(old)} → {money(new)}"
+        for ns, wf, old, new in raised[:MAX_LISTED]
+    ]
+    if len(raised) > MAX_LISTED:
+        listed.append(f"{len(raised) - MAX_LISTED:,} more")
+    one = len(raised) == 1
+    count = "1 live Workflow that runs" if one else f"{len(raised):,} live Workflows that run"
+    return (
+        f"this edit of {kind} {quote(name)} would raise {count} it past what "
+        f"{'it' if one else 'they'} may cost ({', '.join(listed)}): {first}; or {_NEW_VERSION}"
+    )
+
+
+def template_edit_too_many(kind: str, name: str, count: int, cap: int) -> str:
+    return (
+        f"{kind} {quote(name)} is run by {count:,} live Workflows, more than the {cap:,} "
+        f"costgate prices again in one review, so this edit cannot be checked against them; "
+        f"edit it when fewer run it, or {_NEW_VERSION}"
+    )
+
+
+def template_users_unseen() -> str:
+    return (
+        "the Workflows already running this template are not visible here, so this edit is "
+        "not priced against them (the webhook in a cluster does)"
     )
