@@ -23,10 +23,16 @@ import orjson
 import pytest
 import yaml
 
+from tests.support.config import policy_with
+from tests.support.fakeapi import FakeApiServer
 from tests.support.paths import FIXTURES
+from tests.support.polling import eventually
 from tests.support.services import service_for
 from webhook.cli import main
+from webhook.core.engine import Config
 from webhook.service import AdmissionService
+from webhook.state.cluster import cluster_state
+from webhook.state.ledger import budget_key, spent_in
 from webhook.tables import load_pricing
 
 KINDS = FIXTURES / "admission-kinds"
@@ -164,6 +170,7 @@ def test_the_time_zone_counts_the_hour_clocks_repeat(service) -> None:
         ({"schedule": "@fortnightly"}, "spec.schedule", "is not a schedule"),
         ({"schedule": 5}, "spec.schedule", "must be string"),
         ({"concurrencyPolicy": "Sometimes"}, "spec.concurrencyPolicy", "Allow, Forbid, Replace"),
+        ({"schedule": "0 " * 600}, "spec.schedule", "too long"),
     ],
 )
 def test_a_schedule_that_cannot_be_read_is_a_clear_400(
@@ -233,6 +240,37 @@ def test_each_run_the_controller_creates_is_charged_to_its_experiment() -> None:
     assert 'experiment "finetune-nightly" in namespace "capture" has spent $660.48' in message
     assert 'FailedCreate event on CronJob "nightly-finetune"' in message
     assert state.spent("capture", "finetune-nightly", "lifetime") == pytest.approx(2 * RUN)
+
+
+def test_runs_are_charged_in_the_cluster_ledger_and_the_watch_counts_them() -> None:
+    # the shipped state: the ConfigMap ledger and the watch cache, through the real client
+    with FakeApiServer(bookmark_interval=0.2) as api:
+        config = Config(table=load_pricing(), policy=policy_with(budget={"usd": 700}))
+        state = cluster_state(
+            lambda: config, ledger_namespace="costgate-system", api_client=api.client()
+        )
+        assert state.cluster is not None
+        state.cluster.start()
+        try:
+            assert state.cluster.wait_synced(10)
+            service = AdmissionService(config, state=state)
+            first = run_review(1)
+            # the API server names the object's uid before admission, and stores it after
+            stored_job = api.create("jobs", copy.deepcopy(first["request"]["object"]))
+            first["request"]["object"]["metadata"]["uid"] = stored_job["metadata"]["uid"]
+            assert send(service, first)["allowed"]
+            assert send(service, run_review(2))["allowed"]
+            denied = send(service, run_review(3))
+            assert not denied["allowed"]
+            assert "FailedCreate" in denied["status"]["message"]
+            stored = api.get("configmaps", "costgate-system", "costgate-ledger-capture")
+            ledger = orjson.loads(stored["data"]["ledger.json"])
+            assert state.spent("capture", "finetune-nightly", "lifetime") == pytest.approx(2 * RUN)
+            key = budget_key("finetune-nightly", "lifetime")
+            assert spent_in(ledger, key) == pytest.approx(2 * RUN)  # in the ConfigMap itself
+            eventually(lambda: state.namespace_totals("capture").gpus == 16)  # not 24
+        finally:
+            state.cluster.stop()
 
 
 def test_runs_hold_the_quota_while_they_run() -> None:
@@ -329,6 +367,22 @@ def test_a_cronworkflow_every_minute_is_denied(service) -> None:
     assert not response["allowed"]
     message = response["status"]["message"]
     assert '("0 2 * * *", "*/5 * * * *"), up to 25 at once' in message
+
+
+def test_a_cronworkflow_with_endless_schedules_is_a_clear_400(service) -> None:
+    body = cronworkflow_review()
+    body["request"]["object"]["spec"]["schedules"] = [f"{i % 60} * * * *" for i in range(5000)]
+    response = send(service, body)
+    assert response["status"]["code"] == 400
+    assert "5,000 schedules, more than the 100" in response["status"]["message"]
+
+
+def test_a_bad_entry_of_schedules_is_named(service) -> None:
+    body = cronworkflow_review()
+    body["request"]["object"]["spec"]["schedules"] = ["0 2 * * *", "0 25 * * *"]
+    response = send(service, body)
+    assert response["status"]["code"] == 400
+    assert response["status"]["message"].startswith('spec.schedules[1] "0 25 * * *"')
 
 
 def test_each_workflow_argo_creates_for_a_cronworkflow_is_charged() -> None:

@@ -10,7 +10,7 @@ about ten of them inside a 30 µs budget.
 
 from __future__ import annotations
 
-import bisect
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -312,18 +312,26 @@ class Schedule(NamedTuple):
         if self.concurrency_policy != "Allow" or seconds <= 0:
             return 1
         every = sum(math.ceil(seconds / interval) for interval in self.every)
-        times, day = self.times, 1440
-        if not times:
+        if not self.times:
             return max(1, every)
-        days, rest = divmod(seconds / 60, day)
-        most = 0
-        for start in times:  # fires in [start, start + rest) of the next day(s), wrapped
-            end = start + rest
-            inside = bisect.bisect_left(times, end) - bisect.bisect_left(times, start)
-            if end > day:
-                inside += bisect.bisect_left(times, end - day)
-            most = max(most, inside)
-        return max(1, int(days) * len(times) + most + every)
+        days, rest = divmod(seconds / 60, 1440)
+        return max(1, int(days) * len(self.times) + _most_within(self.times, rest) + every)
+
+
+@functools.lru_cache(maxsize=256)
+def _most_within(times: tuple[int, ...], minutes: float) -> int:
+    """The most of these sorted daily fire times (minutes after midnight) in any window of
+    `minutes` (< a day) that starts at one of them, the next day's fires included. Two
+    pointers over the times and the next day's: linear, and remembered (a minute schedule
+    has 1,440 times a day, and its CronJob is reviewed again on every update)."""
+    ahead = times + tuple(t + 1440 for t in times)
+    most = end = 0
+    for start, first in enumerate(times):
+        end = max(end, start)
+        while end < len(ahead) and ahead[end] < first + minutes:
+            end += 1
+        most = max(most, end - start)
+    return most
 
 
 class Workload(NamedTuple):

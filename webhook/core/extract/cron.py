@@ -43,11 +43,16 @@ _BRACKETED = re.compile(r"^\[.*\]\s*", re.DOTALL)
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60}
 _UNIT_SECONDS["h"] = 3600
+# Bounds on what one review may make costgate read (real schedules are a few, and short)
+_MOST_SCHEDULES = 100
+_LONGEST = 1000
 _CYCLE = range(2024, 2028)  # a leap year and three others
 
 
 class _Bad(Exception):
     """What is wrong with one schedule string (the caller names the field)."""
+
+    index = 0  # which of the schedules
 
 
 def read_schedule(
@@ -64,13 +69,40 @@ def read_schedule(
     if policy not in _POLICIES:
         text = messages.invalid_concurrency_policy(policy, _POLICIES)
         raise ObjectError("spec.concurrencyPolicy", "string", policy, message=text)
+    if len(schedules) > _MOST_SCHEDULES:
+        text = messages.too_many_schedules(len(schedules), _MOST_SCHEDULES)
+        raise ObjectError("spec.schedules", "list", schedules, message=text)
+    for path, value in schedules:
+        if type(value) is not str:
+            raise ObjectError(path, "string", value)
+        if len(value) > _LONGEST:  # before any cache keeps it
+            raise ObjectError(
+                path, "string", value, message=messages.invalid_schedule(path, value, "too long")
+            )
+    values = tuple(value for _, value in schedules)
+    try:
+        return _schedule(values, zone_name, policy, hours_per_month)
+    except _Bad as exc:
+        path, value = schedules[exc.index]
+        text = messages.invalid_schedule(path, value, str(exc))
+        raise ObjectError(path, "string", value, message=text) from None
+    except _BadZone as exc:
+        where = schedules[exc.index][0] if exc.prefixed else f"spec.{zone_key}"
+        text = messages.unknown_time_zone(where, exc.name)
+        raise ObjectError(where, "string", exc.name, message=text) from None
+
+
+@lru_cache(maxsize=256)
+def _schedule(
+    values: tuple[str, ...], zone_name: str, policy: str, hours_per_month: float
+) -> Schedule:
+    """The Schedule of these schedule strings; remembered, as a CronJob is reviewed again on
+    every update (a minute schedule fires 1,440 times a day)."""
     runs = 0.0
     times: list[int] = []
     every: list[int] = []
     most_days = hours_per_month / 24
-    for path, value in schedules:
-        if type(value) is not str:
-            raise ObjectError(path, "string", value)
+    for index, value in enumerate(values):
         try:
             zone, expression = _zone_prefix(value.strip(), zone_name)
             if expression.startswith("@every"):
@@ -79,24 +111,20 @@ def read_schedule(
                 runs += hours_per_month * 3600 / seconds
                 continue
             fires, days, hour_most = _parse(_MACROS.get(expression, expression))
-            extra = hour_most if zone and _has_dst(zone) else 0
-        except _Bad as exc:
-            problem = str(exc)
-            raise ObjectError(
-                path, "string", value, message=messages.invalid_schedule(path, value, problem)
-            ) from None
-        except _BadZone as exc:
-            where = path if exc.prefixed else f"spec.{zone_key}"
-            raise ObjectError(
-                where, "string", exc.name, message=messages.unknown_time_zone(where, exc.name)
-            ) from None
+        except (_Bad, _BadZone) as exc:
+            exc.index = index
+            raise
+        # where clocks go back, the repeated hour's fires once more (an upper bound)
+        extra = hour_most if zone and _has_dst(zone) else 0
         runs += len(fires) * min(days, most_days) + extra
         times += fires
-    shown = ", ".join(messages.quote(v) for _, v in schedules)
+    shown = ", ".join(messages.quote(v) for v in values)
     return Schedule(shown, runs, policy, tuple(sorted(times)), tuple(every))
 
 
 class _BadZone(Exception):
+    index = 0
+
     def __init__(self, name: str, prefixed: bool) -> None:
         super().__init__(name)
         self.name = name
@@ -147,7 +175,8 @@ def _parse(expression: str) -> tuple[list[int], int, int]:
     calendar month, the most fires in one hour) of a five-field expression."""
     fields = expression.split()
     if len(fields) != 5:
-        raise _Bad(f"it has {len(fields)} fields, not 5 (minute hour day month weekday)")
+        count = f"{len(fields)} field{'' if len(fields) == 1 else 's'}"
+        raise _Bad(f"it has {count}, not 5 (minute hour day month weekday)")
     try:
         expanded, nth = croniter.expand(expression)
     except (ValueError, KeyError, TypeError, IndexError) as exc:  # croniter's are ValueErrors

@@ -15,6 +15,7 @@ __all__ = [
     "over_monthly_limit",
     "run_refused",
     "scheduled_cost",
+    "too_many_schedules",
     "unknown_time_zone",
 ]
 
@@ -25,6 +26,10 @@ def invalid_schedule(path: str, value: object, problem: str) -> str:
         f"five fields (minute hour day month weekday, e.g. '0 2 * * *'), a macro such as "
         f"@daily, or @every 6h"
     )
+
+
+def too_many_schedules(count: int, most: int) -> str:
+    return f"spec.schedules lists {count:,} schedules, more than the {most} costgate reads"
 
 
 def unknown_time_zone(path: str, name: str) -> str:
