@@ -81,8 +81,9 @@ PRICED = [
     # 4 items of 1 GPU, parallelism 2, activeDeadlineSeconds 4h
     ("workflow-create-withitems", 2, None, 4, ["over-threshold"]),
     ("workflow-create-deny", 2, None, 12, ["missing-labels", "over-threshold"]),
-    # one run of the CronWorkflow: 1 GPU for its workflowSpec deadline of 2h
-    ("cronworkflow-create", 1, None, 2, []),
+    # the CronWorkflow per month: nightly ("0 2 * * *", Forbid), 730/24 runs of 1 GPU for
+    # its workflowSpec deadline of 2h, under the $2,000 monthly threshold
+    ("cronworkflow-create", 1, None, 2 * 730 / 24, []),
 ]
 
 
@@ -101,7 +102,8 @@ def test_validate_prices_and_decides(step, gpus, gpu, hours, reasons, service, c
         assert response["status"]["reason"] == "Forbidden"
         assert f"${cost:,.2f}" in response["status"]["message"]
     else:
-        assert response["warnings"][0].startswith(f"costgate: estimated cost ${cost:,.2f} (")
+        per = "/month" if step.startswith("cron") else ""
+        assert response["warnings"][0].startswith(f"costgate: estimated cost ${cost:,.2f}{per} (")
     assert all(len(w) <= 256 for w in response.get("warnings", ()))
 
 

@@ -149,7 +149,9 @@ def test_a_person_claiming_a_job_owner_is_priced_like_any_pod(config) -> None:
     assert "missing-labels" in [r.code for r in decision.reasons]
 
 
-def test_jobs_a_cronjob_makes_are_not_priced_again(config) -> None:
+def test_jobs_a_cronjob_makes_are_priced_as_one_run_but_not_gated_again(config) -> None:
+    # the CronJob was gated per month when it was submitted; each run is priced (and charged
+    # to its budget: tests/test_bypass_cron.py), not held to the per-run threshold again
     owner = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -157,10 +159,11 @@ def test_jobs_a_cronjob_makes_are_not_priced_again(config) -> None:
         "uid": "u",
         "controller": True,
     }
-    obj = job(labels={})
+    obj = job(gpus=8, labels=dict(LABELS), annotations={"costgate.io/max-runtime": "3d"})
     obj["metadata"]["ownerReferences"] = [owner]
     decision = evaluate(
         request(obj, username="system:serviceaccount:kube-system:cronjob-controller"),
         config=config,
     )
-    assert decision.allowed and not decision.priced
+    assert decision.allowed and decision.priced
+    assert decision.estimate.usd > config.policy.default.threshold_usd

@@ -30,7 +30,7 @@ from .types import (
     Estimate,
     Reason,
 )
-from .usage import BudgetCharge, Usage
+from .usage import BudgetCharge, Totals, Usage
 from .verdict import Findings
 
 __all__ = ["assess"]
@@ -143,7 +143,9 @@ def _priced(context: Context, seconds: int | None) -> _Priced:
         text = messages.template_estimate(estimate, threshold(context), cost_text)
         return _Priced((types, Finding(warnings=(text,))), estimate, cost_text)
     passed = OPEN
-    if not types.reasons:  # a price for a type we refused to guess proves nothing
+    # a price for a type we refused to guess proves nothing; a scheduled run was gated with
+    # its schedule, per month
+    if not types.reasons and workload.workload_class != "run":
         passed = gate(context, estimate)
     found = (types, passed.finding, allowed_types(context, pricing))
     cost_text = passed.cost_text  # written once, where it is first needed
@@ -152,7 +154,39 @@ def _priced(context: Context, seconds: int | None) -> _Priced:
         # it is resumed, and is checked against quotas and budgets then
         return _Priced(found, estimate, cost_text, passed.approval)
     usage = demand(workload, pricing)
+    if estimate.run is not None:
+        # A schedule holds and spends nothing itself: each run is checked and charged when
+        # its controller creates it. Its runs at once must fit the quotas' caps at all.
+        return _Priced((*found, _runs_fit(context, usage, estimate)), estimate, cost_text)
     if context.state is None:
         return _Priced(found, estimate, cost_text, passed.approval, usage)
     held = limits(context, usage, context.state)
     return _Priced((*found, held.finding), estimate, cost_text, passed.approval, usage, held.charge)
+
+
+class _NoUse:
+    """A namespace with nothing running: what a schedule's overlapping runs are held to."""
+
+    def namespace_totals(self, namespace: str) -> Totals:
+        return Totals()
+
+    def owner_totals(self, namespace: str, owner: str) -> Totals:
+        return Totals()
+
+    def spent(self, namespace: str, experiment: str, period: str) -> float:
+        return 0.0
+
+
+def _runs_fit(context: Context, one_run: Usage, estimate: Estimate) -> Finding:
+    """Over-quota when the runs of a schedule that can overlap (estimate.at_once) exceed a
+    quota's cap on their own; budgets are charged run by run, not here."""
+    at_once = estimate.at_once
+    run = estimate.run
+    together = one_run._replace(
+        experiment="",  # no budget
+        gpus=one_run.gpus * at_once,
+        gpus_by_type=tuple((t, n * at_once) for t, n in one_run.gpus_by_type),
+        usd=run.usd * at_once if run is not None else one_run.usd,
+    )
+    reasons = limits(context, together, _NoUse()).finding.reasons
+    return Finding(reasons) if reasons else NOTHING

@@ -23,6 +23,7 @@ from .types import (
     GpuRequest,
     Placement,
     PodShape,
+    Schedule,
     Workload,
 )
 from .usage import EXPERIMENT_LABEL, OWNER_LABEL, Usage
@@ -313,10 +314,41 @@ def price_for(
     hours_per_month: float,
 ) -> Pricing:
     """The price of a workload under its namespace's rules: batch work for `seconds` (its
-    runtime), serving work for a month."""
+    runtime), serving work for a month, a schedule (CronJob, CronWorkflow) for a month of
+    runs of `seconds` each."""
     serving = workload.workload_class == "serving"
     hours = hours_per_month if serving else (seconds or 0) / 3600
-    return price(workload, table, hours, serving, policy.gpu_type_annotation == "trusted")
+    run = price(workload, table, hours, serving, policy.gpu_type_annotation == "trusted")
+    if workload.schedule is None or serving:
+        return run
+    return run._replace(estimate=_monthly(run.estimate, workload.schedule, hours_per_month))
+
+
+def _times(a: float, b: float) -> float:
+    return 0.0 if a == 0 or b == 0 else a * b  # no runs of an unbounded run cost nothing
+
+
+def _monthly(run: Estimate, schedule: Schedule, hours_per_month: float) -> Estimate:
+    """What a schedule of such runs can spend in a month: its runs a month × one run, and
+    never more than the most runs that overlap (a run holds its GPUs for its deadline and
+    grace period) running all month."""
+    at_once = schedule.at_once((run.hours + run.grace_hours) * 3600)
+    by_runs = _times(schedule.runs_per_month, run.usd)
+    by_peak = _times(at_once * hours_per_month, run.peak_usd_per_hour)
+    usd = by_runs
+    basis: Literal["runtime", "peak"] = "runtime"
+    if by_peak < by_runs:
+        usd, basis = by_peak, "peak"
+    return run._replace(
+        usd=usd if usd == INFINITE else round(usd, 2),
+        hours=hours_per_month,
+        per_month=True,
+        basis=basis,
+        grace_hours=0.0,
+        run=run,
+        at_once=at_once,
+        schedule=schedule,
+    )
 
 
 def demand(workload: Workload, pricing: Pricing) -> Usage:

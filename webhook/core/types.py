@@ -10,6 +10,8 @@ about ten of them inside a 30 µs budget.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -40,6 +42,7 @@ __all__ = [
     "ReasonCode",
     "Request",
     "Requester",
+    "Schedule",
     "Workload",
     "WorkloadClass",
 ]
@@ -89,7 +92,9 @@ Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 
 # batch: bounded by a deadline, priced as a total. serving: runs without end, priced per month.
 # controlled: made by a trusted controller for an object costgate already priced.
-WorkloadClass = Literal["batch", "serving", "controlled"]
+# run: a Job or Workflow a trusted controller made for a CronJob or CronWorkflow, gated per
+# month at submission: priced as one run and charged, not gated again.
+WorkloadClass = Literal["batch", "serving", "controlled", "run"]
 
 
 class Reason(NamedTuple):
@@ -288,6 +293,47 @@ class _Evaluation:
         return found
 
 
+class Schedule(NamedTuple):
+    """When a CronJob or CronWorkflow starts its runs, as far as cost goes: how many a month,
+    and the fire times that say how many can overlap (`at_once`)."""
+
+    text: str  # the schedule(s) as written, for messages
+    runs_per_month: float
+    concurrency_policy: str  # Allow, Forbid or Replace
+    # minutes after midnight of every fire in a day (several schedules: all of them), and
+    # the seconds between runs of each `@every` schedule
+    times: tuple[int, ...] = ()
+    every: tuple[int, ...] = ()
+
+    def at_once(self, seconds: float) -> int:
+        """The most runs of `seconds` each that can run at the same moment: one unless the
+        policy is Allow; else the most fires in any window of that length (every day taken
+        to fire, so an upper bound)."""
+        if self.concurrency_policy != "Allow" or seconds <= 0:
+            return 1
+        every = sum(math.ceil(seconds / interval) for interval in self.every)
+        if not self.times:
+            return max(1, every)
+        days, rest = divmod(seconds / 60, 1440)
+        return max(1, int(days) * len(self.times) + _most_within(self.times, rest) + every)
+
+
+@functools.lru_cache(maxsize=256)
+def _most_within(times: tuple[int, ...], minutes: float) -> int:
+    """The most of these sorted daily fire times (minutes after midnight) in any window of
+    `minutes` (< a day) that starts at one of them, the next day's fires included. Two
+    pointers over the times and the next day's: linear, and remembered (a minute schedule
+    has 1,440 times a day, and its CronJob is reviewed again on every update)."""
+    ahead = times + tuple(t + 1440 for t in times)
+    most = end = 0
+    for start, first in enumerate(times):
+        end = max(end, start)
+        while end < len(ahead) and ahead[end] < first + minutes:
+            end += 1
+        most = max(most, end - start)
+    return most
+
+
 class Workload(NamedTuple):
     """A GPU workload as read from its object, before pricing."""
 
@@ -315,6 +361,10 @@ class Workload(NamedTuple):
     # A Job with spec.suspend: it runs no pod, so it holds and spends nothing until resumed,
     # and a resume starts its deadline again (Kubernetes resets the timer): a new run.
     suspended: bool = False
+    # A CronJob's or CronWorkflow's schedule: priced per month, each run for one run.
+    schedule: Schedule | None = None
+    # A run (workload_class "run"): what made it, e.g. "CronJob 'nightly'" (for messages).
+    run_of: str = ""
 
     @property
     def display_name(self) -> str:
@@ -362,6 +412,10 @@ class Estimate(NamedTuple):
     # Hours the pods may hold their GPUs after the deadline (their grace period), priced on
     # top of `hours` (runtime and peak bases; the steps basis has it in each line's hours).
     grace_hours: float = 0.0
+    # A schedule's: the estimate of one run, how many run at once, and how often it fires.
+    run: Estimate | None = None
+    at_once: int = 0
+    schedule: Schedule | None = None
 
 
 class Approval(NamedTuple):

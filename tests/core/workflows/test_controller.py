@@ -1,5 +1,6 @@
-"""What the workflow controller makes (pods, Workflows of CronWorkflows) is not priced again;
-the same objects made by a person, or by a workflow's resource template, are."""
+"""What the workflow controller makes is not priced again (pods) or not gated again (the
+Workflows of CronWorkflows, charged run by run); the same objects made by a person, or by a
+workflow's resource template, are."""
 
 from __future__ import annotations
 
@@ -33,10 +34,17 @@ def test_a_person_creating_a_workflow_owned_pod_is_priced_like_any_pod(strict) -
     assert claimed.estimate.usd == plain.estimate.usd
 
 
-def test_workflows_a_cronworkflow_makes_are_not_priced_again(strict) -> None:
-    obj = owned_by(workflow(gpu("main", 8), labels={}), "CronWorkflow")
+def test_workflows_a_cronworkflow_makes_are_priced_as_runs_not_gated_again(strict) -> None:
+    # gated per month with the CronWorkflow; each run is priced and charged, and must carry
+    # the attribution costgate copied into workflowMetadata
+    obj = owned_by(workflow(gpu("main", 8)), "CronWorkflow")
     decision = evaluate(request(obj, username=ARGO_SA), config=strict)
-    assert decision.allowed and not decision.priced
+    assert decision.allowed and decision.priced
+    assert decision.estimate.usd > strict.policy.default.threshold_usd
+    unlabelled = owned_by(workflow(gpu("main", 8), labels={}), "CronWorkflow")
+    assert codes(evaluate(request(unlabelled, username=ARGO_SA), config=strict)) == [
+        "missing-labels"
+    ]
 
 
 def test_a_workflow_a_workflow_makes_is_priced(strict) -> None:

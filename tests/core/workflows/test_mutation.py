@@ -107,8 +107,10 @@ def test_a_cronworkflow_gets_its_deadline_and_labels_in_the_workflows_it_makes(w
     )
     decision = evaluate(request(obj), config=wide)
     assert decision.allowed
-    # one run: 2 × a100 × 6h
-    assert decision.estimate.usd == pytest.approx(2 * rate(wide)(A100) * 6, abs=0.005)
+    # one run: 2 × a100 × 6h; nightly, one at a time, about 30.4 runs a month
+    one_run = 2 * rate(wide)(A100) * 6
+    assert decision.estimate.run.usd == pytest.approx(one_run, abs=0.005)
+    assert decision.estimate.usd == pytest.approx(decision.estimate.run.usd * 730 / 24, abs=0.01)
     expected = copy.deepcopy(obj)
     expected["spec"]["workflowSpec"]["activeDeadlineSeconds"] = 6 * 3600
     expected["spec"]["workflowSpec"]["podMetadata"] = {

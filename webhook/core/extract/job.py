@@ -15,7 +15,8 @@ from ..catalog import PriceTable
 from ..config import Config
 from ..policy import Policy
 from ..types import PodShape, Reason, Request, Workload
-from .owner import owner_class
+from .cron import read_schedule
+from .owner import owner_class, run_of
 from .podspec import (
     ObjectError,
     field,
@@ -70,6 +71,7 @@ def _job_workload(
     merged_annotations = {**pod_annotations, **annotations}
     placement = read_placement(pod_spec, f"{path}.template.spec", merged_annotations)
     namespace, name, generate_name = identity(request, metadata)
+    workload_class = owner_class(metadata, request.username, policy, created=kind)
     return Workload(
         kind=kind,
         namespace=namespace,
@@ -77,7 +79,7 @@ def _job_workload(
         generate_name=generate_name,
         labels=merged_labels,
         annotations=merged_annotations,
-        workload_class=owner_class(metadata, request.username, policy, created=kind),
+        workload_class=workload_class,
         pods=(
             PodShape(
                 label="pod",
@@ -93,6 +95,7 @@ def _job_workload(
         copy_to=(f"{pointer(path)}/template/metadata",),
         # a CronJob's jobTemplate.spec.suspend only makes its Jobs start suspended
         suspended=kind == "Job" and field(job_spec, "suspend", path, bool, False),
+        run_of=run_of(metadata) if workload_class == "run" else "",
     )
 
 
@@ -114,13 +117,15 @@ def extract_job(request: Request, config: Config, /) -> Workload | None:
 
 
 def extract_cronjob(request: Request, config: Config, /) -> Workload | None:
-    """One run of a CronJob (its jobTemplate), priced like a Job."""
+    """A CronJob: its jobTemplate priced like a Job, per run, and its schedule per month.
+    A suspended CronJob is priced all the same: it can be resumed without a review that
+    raises its cost (`spec.suspend` is not read)."""
     metadata, labels, annotations = read_metadata(request.obj)
     spec = field(request.obj, "spec", "", dict, {})
     job_template = field(spec, "jobTemplate", "spec", dict, {})
     _, job_labels, job_annotations = read_metadata(job_template, "spec.jobTemplate")
     job_spec = field(job_template, "spec", "spec.jobTemplate", dict, {})
-    return _job_workload(
+    workload = _job_workload(
         request,
         job_spec,
         "spec.jobTemplate.spec",
@@ -131,3 +136,12 @@ def extract_cronjob(request: Request, config: Config, /) -> Workload | None:
         annotations={**job_annotations, **annotations},
         metadata=metadata,
     )
+    if workload is None:
+        return None  # no GPU: its schedule is not costgate's to read
+    schedule = read_schedule(
+        spec,
+        schedules=(("spec.schedule", spec.get("schedule", "")),),
+        zone_key="timeZone",
+        hours_per_month=config.policy.hours_per_month,
+    )
+    return workload._replace(schedule=schedule)

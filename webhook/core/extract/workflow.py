@@ -15,7 +15,8 @@ from ..config import Config, TemplateLookup
 from ..types import Concurrency, PodShape, Request, Workload
 from .argo import merge
 from .argopod import TemplatePods
-from .owner import owner_class
+from .cron import read_schedule
+from .owner import owner_class, run_of
 from .podspec import ObjectError, field, identity, pointer, read_deadline, read_metadata
 from .workflowspec import WorkflowReader
 
@@ -57,6 +58,7 @@ def _workflow_workload(
     copy_to: tuple[str, ...],
 ) -> Workload | None:
     namespace, name, generate_name = identity(request, metadata)
+    workload_class = owner_class(metadata, request.username, config.policy, created=kind)
     lookup = config.lookup
     joined, missing = _join(spec, lookup, namespace)
     pods = TemplatePods(
@@ -79,7 +81,7 @@ def _workflow_workload(
         generate_name=generate_name,
         labels=labels,
         annotations=annotations,
-        workload_class=owner_class(metadata, request.username, config.policy, created=kind),
+        workload_class=workload_class,
         pods=shapes,
         existing_deadline=read_deadline(joined, path),  # a WorkflowTemplate's counts too
         deadline_path=f"{pointer(path)}/activeDeadlineSeconds",
@@ -90,6 +92,7 @@ def _workflow_workload(
         notes=tuple(dict.fromkeys(reader.notes)),
         unresolved=tuple(reader.unresolved),
         informational=kind in ("WorkflowTemplate", "ClusterWorkflowTemplate"),
+        run_of=run_of(metadata) if workload_class == "run" else "",
     )
 
 
@@ -124,14 +127,16 @@ def extract_workflow_template(request: Request, config: Config, /) -> Workload |
 
 
 def extract_cronworkflow(request: Request, config: Config, /) -> Workload | None:
-    """One run of a CronWorkflow (its workflowSpec), priced like a Workflow."""
+    """A CronWorkflow: its workflowSpec priced like a Workflow, per run, and its schedule
+    (`schedule`, or `schedules` from Argo 3.6) per month. Suspended, it is priced all the
+    same: it can be resumed."""
     metadata, labels, annotations = read_metadata(request.obj)
     spec = field(request.obj, "spec", "", dict, {})
     workflow_metadata = field(spec, "workflowMetadata", "spec", dict, {})
     run_labels = field(workflow_metadata, "labels", "spec.workflowMetadata", dict, {})
     run_annotations = field(workflow_metadata, "annotations", "spec.workflowMetadata", dict, {})
     workflow_spec = field(spec, "workflowSpec", "spec", dict, {})
-    return _workflow_workload(
+    workload = _workflow_workload(
         request,
         workflow_spec,
         "spec.workflowSpec",
@@ -142,3 +147,16 @@ def extract_cronworkflow(request: Request, config: Config, /) -> Workload | None
         annotations={**run_annotations, **annotations},
         copy_to=("/spec/workflowSpec/podMetadata", "/spec/workflowMetadata"),
     )
+    if workload is None:
+        return None
+    listed = field(spec, "schedules", "spec", list, [])
+    schedules = tuple((f"spec.schedules[{i}]", v) for i, v in enumerate(listed))
+    if spec.get("schedule") is not None or not schedules:
+        schedules = (("spec.schedule", spec.get("schedule", "")), *schedules)
+    schedule = read_schedule(
+        spec,
+        schedules=schedules,
+        zone_key="timezone",
+        hours_per_month=config.policy.hours_per_month,
+    )
+    return workload._replace(schedule=schedule)

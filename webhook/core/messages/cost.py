@@ -12,6 +12,7 @@ from ..types import (
     ANNOTATION_MAX_RUNTIME,
     Estimate,
 )
+from .schedule import scheduled_cost
 from .text import (
     MAX_LISTED,
     SHORT_WARNING,
@@ -78,7 +79,10 @@ def _workflow_breakdown(estimate: Estimate) -> str:
 
 def cost(estimate: Estimate) -> str:
     """`$1,152.00 (8 × h100-80gb at $6.00/h × 24h)`, or `$730.00/month (...)` for serving;
-    Workflows say per template what the bound is made of."""
+    Workflows say per template what the bound is made of; schedules, per month, what one
+    run costs and how many a month or at once."""
+    if estimate.run is not None:
+        return scheduled_cost(estimate, cost(estimate.run))
     if estimate.basis != "runtime":
         return f"{money(estimate.usd)} {_workflow_breakdown(estimate)}"
     suffix = "/month" if estimate.per_month else ""

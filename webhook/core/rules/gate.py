@@ -23,9 +23,11 @@ OPEN = Gate(NOTHING, None)  # under the threshold: nothing found, nothing needed
 
 
 def threshold(context: Context) -> float:
-    """The most a workload may cost without approval: per run, or per month for serving."""
+    """The most a workload may cost without approval: per run, or per month for serving
+    work and schedules (CronJobs, CronWorkflows: what their runs can spend in a month)."""
     policy = context.policy
-    if context.workload.workload_class == "serving":
+    workload = context.workload
+    if workload.workload_class == "serving" or workload.schedule is not None:
         return policy.serving_threshold_usd_per_month
     return policy.threshold_usd
 
@@ -37,12 +39,18 @@ def gate(context: Context, estimate: Estimate) -> Gate:
     cost_text = messages.cost(estimate)
     workload, policy = context.workload, context.policy
     namespace = workload.namespace
-    if policy.over_threshold == "deny":
-        text = messages.over_threshold(estimate, limit, namespace, cost_text, approvals=False)
-        return Gate(Finding((Reason("over-threshold", text),)), None, cost_text)
-    token = workload.annotations.get(ANNOTATION_APPROVAL)
+    approvals = policy.over_threshold != "deny"
+    token = workload.annotations.get(ANNOTATION_APPROVAL) if approvals else None
     if not token:
-        text = messages.over_threshold(estimate, limit, namespace, cost_text)
+        if estimate.schedule is not None:
+            what = f"{workload.kind} {messages.quote(workload.display_name)}"
+            text = messages.over_monthly_limit(
+                what, estimate, limit, namespace, cost_text, approvals=approvals
+            )
+        else:
+            text = messages.over_threshold(
+                estimate, limit, namespace, cost_text, approvals=approvals
+            )
         return Gate(Finding((Reason("over-threshold", text),)), None, cost_text)
     if context.verify is None:
         disabled = Reason("invalid-approval", messages.approvals_disabled())

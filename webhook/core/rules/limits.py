@@ -68,6 +68,9 @@ def limits(context: Context, usage: Usage, view: UsageView) -> Limits:
             reasons.append(Reason("over-budget", text))
         elif limit > 0 and after >= policy.quota_warning_ratio * limit:
             warnings.append(messages.near_budget(usage.experiment, period, after, limit))
+    if reasons and workload.run_of:  # its controller made it: say where the refusal shows
+        note = messages.run_refused(workload.run_of)
+        reasons = [reason._replace(message=reason.message + note) for reason in reasons]
     return Limits(Finding(tuple(reasons), tuple(warnings)), charge)
 
 
@@ -99,4 +102,6 @@ def over_budget_now(charge: BudgetCharge, workload: Workload, spent: float) -> R
         charge.usd,
         _what(workload),
     )
+    if workload.run_of:
+        text += messages.run_refused(workload.run_of)
     return Reason("over-budget", text)
