@@ -366,7 +366,14 @@ def test_costgate_status_reads_the_cluster_with_a_kubeconfig(
     assert row["gpus"] == 3 and [o["owner"] for o in row["owners"]] == ["alice", "bob"]
     # the ledger's spend shows, with no budget in the bundled policy to compare it with
     assert row["budgets"] == [
-        {"experiment": "exp-1", "period": "lifetime", "spent_usd": 12.5, "budget_usd": None}
+        {
+            "experiment": "exp-1",
+            "period": "lifetime",
+            "spent_usd": 12.5,
+            "budget_usd": None,
+            "draws_on": "none",
+        }
     ]
+    assert row["shared_budget"] is None and row["namespace_budget"] is None
     assert main(["status", "--kubeconfig", str(kubeconfig)]) == 0
     assert "namespace/team-a" in capsys.readouterr().out

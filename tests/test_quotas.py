@@ -146,8 +146,9 @@ def test_policy_naming_an_unknown_gpu_type_is_refused_at_load() -> None:
 
 
 def test_budget_is_spent_by_admissions_and_then_refuses() -> None:
-    # each pod: 1 × h100 × 5h = $34.40; budget $80 → two fit, the third does not
-    service, state = service_for(budget={"usd": 80})
+    # each pod: 1 × h100 × 5h = $34.40; budget $80 → two fit, the third does not; each
+    # experiment its own (unlisted ones share one by default: test_bypass_experiment_rotation)
+    service, state = service_for(budget={"usd": 80, "unlisted_experiments": "default"})
     first = answer(service, gpu_pod(1, runtime="5h", name="a"))
     assert first["allowed"]
     second = answer(service, gpu_pod(1, runtime="5h", name="b"))
@@ -233,11 +234,11 @@ def charge(usd: float, limit: float = 100.0, enforce: bool = True) -> BudgetChar
 
 def test_with_charge_refuses_the_charge_that_passes_the_limit() -> None:
     doc: dict[str, Any] = {"spent": {"exp/lifetime": 60.0}, "pending": {}}
-    doc2, spent = with_charge(doc, charge(30), "uid-1", 1.0)
+    doc2, spent, _ = with_charge(doc, charge(30), "uid-1", 1.0)
     assert doc2 is not None and spent == 60
-    refused, spent = with_charge(doc2, charge(30), "uid-2", 2.0)
+    refused, spent, _ = with_charge(doc2, charge(30), "uid-2", 2.0)
     assert refused is None and spent == 90
-    forced, _ = with_charge(doc2, charge(30, enforce=False), "uid-2", 2.0)
+    forced, _, _ = with_charge(doc2, charge(30, enforce=False), "uid-2", 2.0)
     assert forced is not None and spent_in(forced, "exp/lifetime") == 120
 
 

@@ -295,7 +295,8 @@ class _Admitted(NamedTuple):
             elif result is not None and not result.ok:
                 charge, workload = decision.charge, decision.workload
                 assert charge is not None and workload is not None  # only a charge is refused
-                decision = refused(decision, over_budget_now(charge, workload, result.spent))
+                late = over_budget_now(charge, workload, result.spent, result.budget)
+                decision = refused(decision, late)
             payload = validate_review(request.uid, decision)
             return Answer(200, payload, self.kind, decision.outcome, decision, request)
         except Exception:

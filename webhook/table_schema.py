@@ -123,9 +123,26 @@ class _Quota(_Strict):
 
 
 class _Budget(_Strict):
-    usd: _Usd | None = None  # each experiment's budget
+    # what experiments not named in `experiments` may spend: together (share), each (default)
+    usd: _Usd | None = None
     period: Literal["lifetime", "month"] = "lifetime"
     experiments: dict[str, _Usd] = {}  # experiments with their own budget
+    namespace_usd: _Usd | None = None  # all experiments of the namespace together
+    # share (safe: a new experiment label buys nothing), default (each unlisted experiment
+    # gets `usd`: a new label buys a fresh budget), deny (only the listed ones may spend)
+    unlisted_experiments: Literal["share", "default", "deny"] = "share"
+
+    @model_validator(mode="after")
+    def _unlisted(self) -> _Budget:
+        if self.unlisted_experiments == "deny":
+            if not self.experiments:
+                raise ValueError("unlisted_experiments: deny needs experiments listed")
+            if self.usd is not None:
+                raise ValueError(
+                    "usd: unlisted experiments are denied (unlisted_experiments: deny), so no "
+                    "amount applies to them; remove usd or list the experiments"
+                )
+        return self
 
 
 class _NamespaceRules(_Strict):

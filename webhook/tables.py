@@ -116,7 +116,13 @@ def _quota(rules: _Quota) -> Quota:
 
 
 def _budget(rules: _Budget) -> Budget:
-    return Budget(rules.usd, rules.period, tuple(sorted(rules.experiments.items())))
+    return Budget(
+        rules.usd,
+        rules.period,
+        tuple(sorted(rules.experiments.items())),
+        rules.namespace_usd,
+        rules.unlisted_experiments,
+    )
 
 
 def _approvers(names: list[str] | None, groups: dict[str, list[str]], where: str) -> frozenset[str]:

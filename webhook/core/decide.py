@@ -30,7 +30,7 @@ from .types import (
     Estimate,
     Reason,
 )
-from .usage import BudgetCharge, Totals, Usage
+from .usage import BudgetCharge, BudgetScope, Totals, Usage
 from .verdict import Findings
 
 __all__ = ["assess"]
@@ -158,8 +158,7 @@ def _priced(context: Context, seconds: int | None) -> _Priced:
         # A schedule holds and spends nothing itself: each run is checked and charged when
         # its controller creates it. Its runs at once must fit the quotas' caps at all.
         return _Priced((*found, _runs_fit(context, usage, estimate)), estimate, cost_text)
-    if context.state is None:
-        return _Priced(found, estimate, cost_text, passed.approval, usage)
+    # without state (costgate estimate), only what the policy alone decides
     held = limits(context, usage, context.state)
     return _Priced((*found, held.finding), estimate, cost_text, passed.approval, usage, held.charge)
 
@@ -173,7 +172,7 @@ class _NoUse:
     def owner_totals(self, namespace: str, owner: str) -> Totals:
         return Totals()
 
-    def spent(self, namespace: str, experiment: str, period: str) -> float:
+    def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float:
         return 0.0
 
 
@@ -188,5 +187,11 @@ def _runs_fit(context: Context, one_run: Usage, estimate: Estimate) -> Finding:
         gpus_by_type=tuple((t, n * at_once) for t, n in one_run.gpus_by_type),
         usd=run.usd * at_once if run is not None else one_run.usd,
     )
-    reasons = limits(context, together, _NoUse()).finding.reasons
+    # quotas only from this check (an experiment "" is an unlisted one now, not none); and
+    # what the policy alone says of the runs' experiment (unlisted ones denied)
+    held = limits(context, together, _NoUse()).finding.reasons
+    reasons = (
+        *(reason for reason in held if reason.code == "over-quota"),
+        *limits(context, one_run, None).finding.reasons,
+    )
     return Finding(reasons) if reasons else NOTHING

@@ -69,7 +69,7 @@ class NamespacePolicy:
     quota: Quota = _NO_QUOTA  # the namespace as a whole
     owner_quota: Quota = _NO_QUOTA  # each owner (label value), unless named in owner_quotas
     owner_quotas: Mapping[str, Quota] = field(default_factory=dict)
-    budget: Budget = _NO_BUDGET  # each experiment (label value)
+    budget: Budget = _NO_BUDGET  # experiments (label values), alone or together
     quota_warning_ratio: float = 0.8  # warn above this share of a quota or budget
     # checked: the gpu-type annotation counts only where a node selector or affinity allows
     # that type (alone, nothing makes the scheduler honour it); trusted, an explicit opt-in:
@@ -86,6 +86,7 @@ class NamespacePolicy:
             or bool(self.owner_quotas)
             or self.budget.usd is not None
             or bool(self.budget.experiments)
+            or self.budget.namespace_usd is not None
         )
         object.__setattr__(self, "limits_anything", limited)
 

@@ -13,14 +13,18 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal, NamedTuple, Protocol
 
+from .types import INFINITE
+
 __all__ = [
     "EXPERIMENT_LABEL",
     "OWNER_LABEL",
     "Budget",
     "BudgetCharge",
     "BudgetPeriod",
+    "BudgetScope",
     "Quota",
     "Totals",
+    "UnlistedRule",
     "Usage",
     "UsageView",
     "budget_period",
@@ -31,6 +35,9 @@ __all__ = [
 OWNER_LABEL = "owner"
 EXPERIMENT_LABEL = "experiment"
 BudgetPeriod = Literal["lifetime", "month"]
+# Experiments the policy does not name in `experiments`: share one budget of `usd` (so a new
+# label value buys nothing), each get `usd` (default), or are denied.
+UnlistedRule = Literal["share", "default", "deny"]
 _NONE: Mapping[str, float] = MappingProxyType({})
 
 
@@ -48,19 +55,58 @@ class Quota(NamedTuple):
         )
 
 
+class BudgetScope(NamedTuple):
+    """Whose spend one budget of a namespace adds up: one experiment's; every experiment's
+    but those `listed` in the policy (the shared budget of unlisted experiments); or every
+    experiment's (the namespace's budget)."""
+
+    kind: Literal["experiment", "unlisted", "namespace"]
+    experiment: str = ""
+    listed: frozenset[str] = frozenset()
+
+    def covers(self, experiment: str) -> bool:
+        if self.kind == "experiment":
+            return experiment == self.experiment
+        return self.kind == "namespace" or experiment not in self.listed
+
+
 class Budget(NamedTuple):
-    """What each experiment of a namespace may spend: `usd` by default, or its own line in
-    `experiments`, over its whole life or per calendar month (UTC)."""
+    """What a namespace's experiments may spend, over their whole life or per calendar month
+    (UTC): each experiment named in `experiments` its own amount; the others (`unlisted`)
+    together `usd` (share), each `usd` (default), or nothing (deny); and all of them
+    together at most `namespace_usd`."""
 
     usd: float | None = None
     period: BudgetPeriod = "lifetime"
     experiments: tuple[tuple[str, float], ...] = ()
+    namespace_usd: float | None = None
+    unlisted: UnlistedRule = "share"
+
+    @property
+    def listed(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.experiments)
 
     def limit_for(self, experiment: str) -> float | None:
+        """The experiment's own budget, or the amount of the shared one it draws on."""
         for name, usd in self.experiments:
             if name == experiment:
                 return usd
-        return self.usd
+        return None if self.unlisted == "deny" else self.usd
+
+    def scope_for(self, experiment: str) -> BudgetScope | None:
+        """The budget `experiment` draws on besides the namespace's; None: none (or the
+        experiment is unlisted and denied: `denies`)."""
+        if any(name == experiment for name, _ in self.experiments):
+            return BudgetScope("experiment", experiment)
+        if self.usd is None or self.unlisted == "deny":
+            return None
+        if self.unlisted == "share":
+            return BudgetScope("unlisted", listed=self.listed)
+        return BudgetScope("experiment", experiment)
+
+    def denies(self, experiment: str) -> bool:
+        """Whether `experiment` may spend nothing: unlisted where unlisted ones are denied."""
+        return self.unlisted == "deny" and all(name != experiment for name, _ in self.experiments)
 
 
 class Usage(NamedTuple):
@@ -90,18 +136,37 @@ class UsageView(Protocol):
 
     def owner_totals(self, namespace: str, owner: str) -> Totals: ...
 
-    def spent(self, namespace: str, experiment: str, period: str) -> float: ...
+    def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float:
+        """What `scope` (an experiment's name, or a BudgetScope) spent in `period`."""
+        ...
 
 
 class BudgetCharge(NamedTuple):
-    """A budget the edge must charge in its ledger once the workload is admitted."""
+    """A spend the edge must charge in its ledger once the workload is admitted, under its
+    experiment, and check in one write against every budget it falls in (`budgets`)."""
 
     namespace: str
     experiment: str
     period: str  # "lifetime" or "YYYY-MM"
     usd: float
-    limit: float
+    limit: float  # the experiment's budget: its own, or the shared one (INFINITE: none)
     enforce: bool = True  # False in warn mode: record the spend even above the limit
+    # the experiments `limit` does not cover when it is the shared budget of unlisted ones
+    listed: frozenset[str] | None = None
+    namespace_limit: float | None = None  # the namespace's budget of all experiments
+
+    def budgets(self) -> tuple[tuple[BudgetScope, float], ...]:
+        """(whose spend, limit) of each budget the charge must fit in, the experiment's first."""
+        if self.listed is not None:
+            own = BudgetScope("unlisted", listed=self.listed)
+        else:
+            own = BudgetScope("experiment", self.experiment)
+        found: tuple[tuple[BudgetScope, float], ...] = ()
+        if self.limit != INFINITE:
+            found = ((own, self.limit),)
+        if self.namespace_limit is not None:
+            found += ((BudgetScope("namespace"), self.namespace_limit),)
+        return found
 
 
 def budget_period(period: BudgetPeriod, now: float) -> str:
@@ -137,9 +202,11 @@ class _Without:
         same = namespace == self._old.namespace and owner == self._old.owner
         return _minus(totals, self._old) if same else totals
 
-    def spent(self, namespace: str, experiment: str, period: str) -> float:
-        spent = self._view.spent(namespace, experiment, period)
-        same = namespace == self._old.namespace and experiment == self._old.experiment
+    def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float:
+        spent = self._view.spent(namespace, scope, period)
+        if isinstance(scope, str):
+            scope = BudgetScope("experiment", scope)
+        same = namespace == self._old.namespace and scope.covers(self._old.experiment)
         return max(0.0, spent - self._old.usd) if same else spent
 
 

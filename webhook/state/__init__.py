@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..core.usage import Totals
+from ..core.usage import BudgetScope, Totals
 from ..core.verdict import Decision
 from .ledger import ChargeResult, Ledger, MemoryLedger
 from .tally import Tally
@@ -52,8 +52,8 @@ class State:
         self.tally.expire(self._clock())
         return self.tally.owner_totals(namespace, owner)
 
-    def spent(self, namespace: str, experiment: str, period: str) -> float:
-        return self.ledger.spent(namespace, experiment, period)
+    def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float:
+        return self.ledger.spent(namespace, scope, period)
 
     def record(
         self, uid: str, decision: Decision, now: float, entry: str = ""

@@ -5,6 +5,10 @@ One document per namespace (in the cluster, the ConfigMap `costgate-ledger-<name
     {"spent":   {"<experiment>/<period>": usd, ...},           # confirmed charges
      "pending": {"<entry>": ["<experiment>/<period>", usd, unix_time], ...}}
 
+A budget of several experiments (the shared one of unlisted experiments, the namespace's)
+is the sum of their keys in the period, so it is read and charged in the same document
+write as the experiment's own: no replica can pass either by racing another.
+
 A charge is written as pending under the object's uid. The validating webhook sees the
 object before it is stored, and a later webhook may still deny it, so a pending charge is
 confirmed once the watch cache has seen the object, and dropped when the object never
@@ -24,7 +28,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from ..core.usage import BudgetCharge
+from ..core.usage import BudgetCharge, BudgetScope
 
 __all__ = [
     "ChargeResult",
@@ -33,6 +37,7 @@ __all__ = [
     "MemoryLedger",
     "budget_key",
     "reconciled",
+    "spent_by",
     "spent_in",
     "with_charge",
 ]
@@ -47,8 +52,9 @@ GRACE_SECONDS = 300.0  # a charge whose object is not seen by then was denied la
 
 class ChargeResult(NamedTuple):
     ok: bool
-    spent: float  # what the experiment had spent in the period before this charge
+    spent: float  # what the deciding budget had spent in the period before this charge
     error: str = ""  # the ledger could not be read or written
+    budget: int = 0  # the deciding budget (that refused it): its index in charge.budgets()
 
 
 def budget_key(experiment: str, period: str) -> str:
@@ -68,17 +74,85 @@ def spent_in(doc: Doc, key: str) -> float:
     return round(total, 2)
 
 
-def with_charge(doc: Doc, charge: BudgetCharge, entry: str, now: float) -> tuple[Doc | None, float]:
-    """(the document with the charge added, or None when it would pass the limit; the spend
-    before it). Charging the same entry again replaces its amount (a retried review)."""
+def _covered(key: str, scope: BudgetScope, period: str) -> bool:
+    experiment, _, in_period = key.rpartition("/")
+    # an experiment is a label value: a key with another "/" is not an experiment's
+    return in_period == period and "/" not in experiment and scope.covers(experiment)
+
+
+def spent_by(doc: Doc, scope: BudgetScope, period: str) -> float:
+    """Confirmed plus pending spend of the experiments `scope` covers in `period`."""
+    if scope.kind == "experiment":
+        return spent_in(doc, budget_key(scope.experiment, period))
+    total = sum(
+        float(usd) for key, usd in doc.get("spent", {}).items() if _covered(key, scope, period)
+    )
+    for key, usd, _ in doc.get("pending", {}).values():
+        if _covered(key, scope, period):
+            total += usd
+    return round(total, 2)
+
+
+class _Sums:
+    """A document's spend in one period per experiment and in all, added up once per
+    version of the document (a write replaces it, never changes it in place): a budget of
+    all experiments is then read in O(listed), not O(keys), on every review."""
+
+    __slots__ = ("doc", "experiments", "period", "total")
+
+    def __init__(self, doc: Doc, period: str) -> None:
+        self.doc, self.period = doc, period
+        everyone = BudgetScope("namespace")
+        self.experiments: dict[str, float] = {}
+        for key, usd in doc.get("spent", {}).items():
+            if _covered(key, everyone, period):
+                name = key.rpartition("/")[0]
+                self.experiments[name] = self.experiments.get(name, 0.0) + float(usd)
+        for key, usd, _ in doc.get("pending", {}).values():
+            if _covered(key, everyone, period):
+                name = key.rpartition("/")[0]
+                self.experiments[name] = self.experiments.get(name, 0.0) + usd
+        self.total = sum(self.experiments.values())
+
+    def spent(self, scope: BudgetScope) -> float:
+        if scope.kind == "experiment":
+            return round(self.experiments.get(scope.experiment, 0.0), 2)
+        listed = sum(self.experiments.get(name, 0.0) for name in scope.listed)
+        total = self.total - listed if scope.kind == "unlisted" else self.total
+        return round(max(total, 0.0), 2)
+
+
+def _spent(
+    sums: dict[str, _Sums], namespace: str, doc: Doc, scope: BudgetScope, period: str
+) -> float:
+    """`spent_by`, through the ledger's memo `sums` of the namespace's document."""
+    if scope.kind == "experiment":
+        return spent_in(doc, budget_key(scope.experiment, period))
+    found = sums.get(namespace)
+    if found is None or found.doc is not doc or found.period != period:
+        found = sums[namespace] = _Sums(doc, period)
+    return found.spent(scope)
+
+
+def with_charge(
+    doc: Doc, charge: BudgetCharge, entry: str, now: float
+) -> tuple[Doc | None, float, int]:
+    """(the document with the charge added, or None when it would pass a limit; the spend
+    before it in the budget that decides: the first it would pass, else the first; that
+    budget's index in `charge.budgets()`). Charging the same entry again replaces its
+    amount (a retried review)."""
     key = budget_key(charge.experiment, charge.period)
     pending = dict(doc.get("pending", {}))
     pending.pop(entry, None)  # a retried review replaces its own charge, never adds to it
-    spent = spent_in({"spent": doc.get("spent", {}), "pending": pending}, key)
-    if charge.enforce and spent + charge.usd > charge.limit + 1e-9:
-        return None, spent
+    rest = {"spent": doc.get("spent", {}), "pending": pending}
+    first = 0.0
+    for index, (scope, limit) in enumerate(charge.budgets()):
+        spent = spent_by(rest, scope, charge.period)
+        if charge.enforce and spent + charge.usd > limit + 1e-9:
+            return None, spent, index
+        first = spent if index == 0 else first
     pending[entry] = [key, round(charge.usd, 2), round(now, 3)]
-    return {"spent": dict(doc.get("spent", {})), "pending": pending}, spent
+    return {"spent": dict(doc.get("spent", {})), "pending": pending}, first, 0
 
 
 def reconciled(
@@ -106,7 +180,7 @@ def reconciled(
 class Ledger(Protocol):
     blocking: bool  # whether a charge waits on the network (then it runs off the event loop)
 
-    def spent(self, namespace: str, experiment: str, period: str) -> float: ...
+    def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float: ...
 
     def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult: ...
 
@@ -123,16 +197,18 @@ class MemoryLedger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._docs: dict[str, Doc] = {}
+        self._sums: dict[str, _Sums] = {}
 
-    def spent(self, namespace: str, experiment: str, period: str) -> float:
+    def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float:
         doc = self._docs.get(namespace)
-        return spent_in(doc, budget_key(experiment, period)) if doc else 0.0
+        return _spent(self._sums, namespace, doc, _scope(scope), period) if doc else 0.0
 
     def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult:
         with self._lock:
-            doc, spent = with_charge(self._docs.get(charge.namespace, _empty()), charge, entry, now)
+            found = self._docs.get(charge.namespace, _empty())
+            doc, spent, budget = with_charge(found, charge, entry, now)
             if doc is None:
-                return ChargeResult(False, spent)
+                return ChargeResult(False, spent, budget=budget)
             self._docs[charge.namespace] = doc
             return ChargeResult(True, spent)
 
@@ -141,6 +217,10 @@ class MemoryLedger:
 
     def namespaces(self) -> list[str]:
         return sorted(self._docs)
+
+
+def _scope(scope: str | BudgetScope) -> BudgetScope:
+    return BudgetScope("experiment", scope) if isinstance(scope, str) else scope
 
 
 def _decode(configmap: dict[str, Any]) -> Doc:
@@ -188,6 +268,7 @@ class ConfigMapLedger:
         self._turns: dict[str, threading.Lock] = {}  # namespace -> held while writing it
         # namespace -> (resourceVersion, document): fed by the watch and by our own writes
         self._cache: dict[str, tuple[str, Doc]] = {}
+        self._sums: dict[str, _Sums] = {}
 
     @staticmethod
     def name_for(namespace: str) -> str:
@@ -209,9 +290,9 @@ class ConfigMapLedger:
             if current is None or _newer(version, current[0]):
                 self._cache[namespace] = (version, _decode(configmap))
 
-    def spent(self, namespace: str, experiment: str, period: str) -> float:
+    def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float:
         found = self._cache.get(namespace)
-        return spent_in(found[1], budget_key(experiment, period)) if found else 0.0
+        return _spent(self._sums, namespace, found[1], _scope(scope), period) if found else 0.0
 
     def document(self, namespace: str) -> Doc:
         found = self._cache.get(namespace)
@@ -221,7 +302,14 @@ class ConfigMapLedger:
         return sorted(self._cache)
 
     def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult:
-        return self._update(charge.namespace, lambda doc: with_charge(doc, charge, entry, now))
+        deciding = [0]  # which budget refused, from the last (the stored) document read
+
+        def change(doc: Doc) -> tuple[Doc | None, float]:
+            updated, spent, deciding[0] = with_charge(doc, charge, entry, now)
+            return updated, spent
+
+        result = self._update(charge.namespace, change)
+        return result if result.ok or result.error else result._replace(budget=deciding[0])
 
     def reconcile(self, seen: Callable[[str], bool | None], now: float) -> int:
         """Confirm or drop pending charges in every ledger; the number of ledgers written."""

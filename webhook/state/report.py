@@ -6,9 +6,9 @@ from typing import Any
 
 from ..core import messages
 from ..core.policy import Policy
-from ..core.usage import Quota, Totals, budget_period
+from ..core.usage import Budget, BudgetScope, Quota, Totals, budget_period
 from . import State
-from .ledger import budget_key, spent_in
+from .ledger import Doc, budget_key, spent_by, spent_in
 
 __all__ = ["render_status", "usage_report"]
 
@@ -30,11 +30,27 @@ def _use(totals: Totals) -> dict[str, Any]:
     }
 
 
+def _draws_on(budget: Budget, experiment: str) -> str:
+    """Which budget an experiment's spend counts against: its own, the shared one of unlisted
+    experiments, none, or it may spend nothing (denied)."""
+    if budget.denies(experiment):
+        return "denied"
+    scope = budget.scope_for(experiment)
+    if scope is None:
+        return "none"
+    return "shared" if scope.kind == "unlisted" else "own"
+
+
+def _budget_of(doc: Doc, scope: BudgetScope, period: str, limit: float | None) -> dict[str, Any]:
+    return {"period": period, "spent_usd": spent_by(doc, scope, period), "budget_usd": limit}
+
+
 def usage_report(
     state: State, policy: Policy, *, namespace: str | None = None, now: float
 ) -> dict[str, Any]:
     """Per namespace: live use and quota, per owner likewise, per experiment the spend in
-    the current period and its budget."""
+    the current period and the budget it draws on; the shared budget of unlisted experiments
+    and the namespace's budget of all experiments, where the policy sets them."""
     state.tally.expire(now)
     names = set(state.tally.namespaces()) | set(state.ledger.namespaces())
     names |= {n for n, rules in policy.namespaces.items() if rules.limits_anything}
@@ -43,13 +59,22 @@ def usage_report(
     rows = []
     for name in sorted(names):
         rules = policy.for_namespace(name)
-        period = budget_period(rules.budget.period, now)
+        budget = rules.budget
+        period = budget_period(budget.period, now)
         doc = state.ledger.document(name)
         keys = set(doc.get("spent", {})) | {entry[0] for entry in doc.get("pending", {}).values()}
         experiments = sorted(
             {key.rpartition("/")[0] for key in keys if key.rpartition("/")[2] == period}
-            | {experiment for experiment, _ in rules.budget.experiments}
+            | budget.listed
         )
+        shared = None
+        if budget.unlisted == "share" and budget.usd is not None:
+            shared = _budget_of(
+                doc, BudgetScope("unlisted", listed=budget.listed), period, budget.usd
+            )
+        whole = None
+        if budget.namespace_usd is not None:
+            whole = _budget_of(doc, BudgetScope("namespace"), period, budget.namespace_usd)
         rows.append(
             {
                 "namespace": name,
@@ -68,10 +93,16 @@ def usage_report(
                         "experiment": experiment,
                         "period": period,
                         "spent_usd": spent_in(doc, budget_key(experiment, period)),
-                        "budget_usd": rules.budget.limit_for(experiment),
+                        # its own budget; a shared one is shared_budget
+                        "budget_usd": budget.limit_for(experiment)
+                        if _draws_on(budget, experiment) == "own"
+                        else None,
+                        "draws_on": _draws_on(budget, experiment),
                     }
                     for experiment in experiments
                 ],
+                "shared_budget": shared,
+                "namespace_budget": whole,
             }
         )
     sync = state.cluster.sync_state() if state.cluster is not None else {}
@@ -115,15 +146,31 @@ def render_status(report: dict[str, Any]) -> str:
                     _of(use["committed_usd"], quota["max_committed_usd"], money=True),
                 )
             )
+        together = [
+            (scope, row.get(key))
+            for scope, key in (
+                ("(all experiments)", "namespace_budget"),
+                ("(unlisted)", "shared_budget"),
+            )
+        ]
+        for scope, whole in together:
+            if whole is not None:
+                cap = whole["budget_usd"]
+                spent = _of(whole["spent_usd"], cap, money=True)
+                budgets.append(
+                    (row["namespace"], scope, whole["period"], spent, messages.money(cap))
+                )
         for budget in row["budgets"]:
             cap = budget["budget_usd"]
+            draws_on = budget.get("draws_on", "own")
+            shown = messages.money(cap) if cap is not None else "none"
             budgets.append(
                 (
                     row["namespace"],
-                    budget["experiment"],
+                    budget["experiment"] or "(none)",
                     budget["period"],
                     _of(budget["spent_usd"], cap, money=True),
-                    messages.money(cap) if cap is not None else "none",
+                    shown if draws_on in ("own", "none") else draws_on,
                 )
             )
     for table in (scopes, budgets):

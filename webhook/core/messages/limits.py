@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from ..types import (
     ANNOTATION_GPU_TYPE,
@@ -16,12 +17,14 @@ from .text import (
 )
 
 __all__ = [
+    "BudgetOf",
     "gpu_type_not_allowed",
     "gpu_type_unpinned",
     "near_budget",
     "near_quota",
     "over_budget",
     "over_quota",
+    "unlisted_experiment",
 ]
 
 
@@ -76,19 +79,78 @@ def _period(period: str) -> str:
     return "over its lifetime" if period == "lifetime" else f"for {period}"
 
 
-def over_budget(
-    experiment: str, namespace: str, period: str, spent: float, limit: float, usd: float, what: str
-) -> str:
+class BudgetOf(NamedTuple):
+    """Which budget a sentence is about: the experiment's own ("experiment"), the one the
+    experiments not listed in the policy share ("unlisted"), or the namespace's."""
+
+    kind: str
+    experiment: str
+    namespace: str
+    listed: bool = True  # whether any experiment has a budget of its own
+
+
+def _budget(of: BudgetOf) -> tuple[str, str, str]:
+    """(whose spend, whose budget, the way through) for the sentences about `of`."""
+    experiment, namespace = quote(of.experiment), quote(of.namespace)
+    if of.kind == "unlisted":
+        if of.listed:
+            whose = (
+                f"the shared budget of unlisted experiments in namespace {namespace} "
+                f"(experiment {experiment} is not listed, so it draws on it) has"
+            )
+        else:  # nothing listed: every experiment draws on it
+            whose = (
+                f"the budget shared by every experiment in namespace {namespace} (experiment "
+                f"{experiment} among them) has"
+            )
+        return (
+            whose,
+            "the",
+            "ask the platform team to give the experiment a budget of its own or raise the "
+            "shared one",
+        )
+    if of.kind == "namespace":
+        return (
+            f"namespace {namespace}'s budget of all experiments has",
+            "the",
+            "ask the platform team to raise the namespace's budget",
+        )
     return (
-        f"experiment {quote(experiment)} in namespace {quote(namespace)} has spent "
-        f"{money(spent)} of its {money(limit)} budget {_period(period)}; {what} "
-        f"(estimated {money(usd)}) would exceed it by {money(spent + usd - limit)}; use fewer "
-        f"GPUs or a shorter {ANNOTATION_MAX_RUNTIME}, or ask the platform team to raise the budget"
+        f"experiment {experiment} in namespace {namespace} has",
+        "its",
+        "ask the platform team to raise the budget",
     )
 
 
-def near_budget(experiment: str, period: str, after: float, limit: float) -> str:
+def over_budget(
+    of: BudgetOf, period: str, spent: float, limit: float, usd: float, what: str
+) -> str:
+    """Which budget, what it has spent of what, what this workload adds, the way through."""
+    whose, its, way = _budget(of)
+    also = f"experiment {quote(of.experiment)}, " if of.kind == "namespace" else ""
+    return (
+        f"{whose} spent {money(spent)} of {its} {money(limit)} budget {_period(period)}; "
+        f"{what} ({also}estimated {money(usd)}) would exceed it by "
+        f"{money(spent + usd - limit)}; use fewer GPUs or a shorter {ANNOTATION_MAX_RUNTIME}, "
+        f"or {way}"
+    )
+
+
+def near_budget(of: BudgetOf, period: str, after: float, limit: float) -> str:
+    own = of.kind == "experiment"
+    whose = f"experiment {quote(of.experiment)} has" if own else _budget(of)[0]
+    its = "its" if own else "the"
     return warning(
-        f"experiment {quote(experiment)} has now committed {money(after)} of its {money(limit)} "
-        f"budget {_period(period)} ({after / limit:.0%})"
+        f"{whose} now committed {money(after)} of {its} {money(limit)} budget "
+        f"{_period(period)} ({after / limit:.0%})"
+    )
+
+
+def unlisted_experiment(experiment: str, namespace: str, listed: Iterable[str]) -> str:
+    names = ", ".join(listed) or "none"
+    return (
+        f"experiment {quote(experiment)} has no budget in namespace {quote(namespace)}, which "
+        f"budgets only experiments {names} and denies the others; label the workload with one "
+        f"of those, or ask the platform team to add {quote(experiment)} to the namespace's "
+        f"budget.experiments"
     )

@@ -1,9 +1,11 @@
 """Quotas and budgets: what a workload adds to what its namespace, owner and experiment hold.
 
 A quota caps what runs at once (GPUs, per type or in all; committed cost, the sum of the
-estimates of live workloads). A budget caps what an experiment spends over its life or a
-calendar month. This check is advisory for budgets: the ledger write at the edge checks
-again atomically, so two replicas cannot both spend the last dollar.
+estimates of live workloads). A budget caps what is spent over a life or a calendar month:
+an experiment's own, the one experiments the policy does not list share, and the
+namespace's (all experiments together); a workload's spend may fall in two of them. This
+check is advisory for budgets: the ledger write at the edge checks both again atomically,
+so two replicas cannot both spend the last dollar.
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ from typing import NamedTuple
 
 from .. import messages
 from ..types import INFINITE, Reason, Workload
-from ..usage import BudgetCharge, Quota, Totals, Usage, UsageView, budget_period
-from .context import Context, Finding
+from ..usage import (
+    BudgetCharge,
+    BudgetScope,
+    Quota,
+    Totals,
+    Usage,
+    UsageView,
+    budget_period,
+)
+from .context import NOTHING, Context, Finding
 
 __all__ = ["Limits", "limits", "over_budget_now"]
 
@@ -27,13 +37,22 @@ def _what(workload: Workload) -> str:
     return f"{workload.kind} {messages.quote(workload.display_name)}"
 
 
-def limits(context: Context, usage: Usage, view: UsageView) -> Limits:
-    """Over-quota and over-budget reasons, near-limit warnings, and the charge."""
+def limits(context: Context, usage: Usage, view: UsageView | None) -> Limits:
+    """Over-quota and over-budget reasons, near-limit warnings, and the charge. With no
+    `view` (`costgate estimate`: no cluster), only what the policy alone decides: an
+    unlisted experiment where those are denied."""
     workload, policy = context.workload, context.policy
     reasons: list[Reason] = []
     warnings: list[str] = []
     what = _what(workload)
     namespace = usage.namespace
+    if policy.budget.denies(usage.experiment):
+        text = messages.unlisted_experiment(
+            usage.experiment, namespace, [name for name, _ in policy.budget.experiments]
+        )
+        reasons.append(Reason("over-budget", text))
+    if view is None:
+        return Limits(_found(workload, reasons, []), None)
     in_namespace = f"namespace {messages.quote(namespace)}"
     scopes: list[tuple[str, Quota, Totals]] = []
     if not policy.quota.empty:
@@ -53,25 +72,62 @@ def limits(context: Context, usage: Usage, view: UsageView) -> Limits:
             elif cap > 0 and after >= policy.quota_warning_ratio * cap:
                 warnings.append(messages.near_quota(scope, name, after, cap, money=money))
 
-    charge: BudgetCharge | None = None
-    limit = policy.budget.limit_for(usage.experiment) if usage.experiment else None
-    if limit is not None and usage.usd != INFINITE:
-        period = budget_period(policy.budget.period, context.now)
-        spent = view.spent(namespace, usage.experiment, period)
-        enforce = policy.mode == "enforce"
-        charge = BudgetCharge(namespace, usage.experiment, period, usage.usd, limit, enforce)
-        after = spent + usage.usd
-        if after > limit + 1e-9:
-            text = messages.over_budget(
-                usage.experiment, namespace, period, spent, limit, usage.usd, what
-            )
-            reasons.append(Reason("over-budget", text))
-        elif limit > 0 and after >= policy.quota_warning_ratio * limit:
-            warnings.append(messages.near_budget(usage.experiment, period, after, limit))
+    charge = _budgets(context, usage, view, what, reasons, warnings)
+    return Limits(_found(workload, reasons, warnings), charge)
+
+
+def _found(workload: Workload, reasons: list[Reason], warnings: list[str]) -> Finding:
+    if not reasons and not warnings:
+        return NOTHING
     if reasons and workload.run_of:  # its controller made it: say where the refusal shows
         note = messages.run_refused(workload.run_of)
         reasons = [reason._replace(message=reason.message + note) for reason in reasons]
-    return Limits(Finding(tuple(reasons), tuple(warnings)), charge)
+    return Finding(tuple(reasons), tuple(warnings))
+
+
+def _budgets(
+    context: Context,
+    usage: Usage,
+    view: UsageView,
+    what: str,
+    reasons: list[Reason],
+    warnings: list[str],
+) -> BudgetCharge | None:
+    """Check every budget the workload's spend falls in (the experiment's own or the shared
+    one of unlisted experiments, and the namespace's); the charge that records it."""
+    budget = context.policy.budget
+    namespace, experiment = usage.namespace, usage.experiment
+    scope = budget.scope_for(experiment)
+    if (scope is None and budget.namespace_usd is None) or usage.usd == INFINITE:
+        return None
+    if budget.denies(experiment):
+        return None  # refused already: nothing to charge
+    period = budget_period(budget.period, context.now)
+    limit = budget.limit_for(experiment) if scope is not None else None
+    charge = BudgetCharge(
+        namespace,
+        experiment,
+        period,
+        usage.usd,
+        INFINITE if limit is None else limit,
+        context.policy.mode == "enforce",
+        scope.listed if scope is not None and scope.kind == "unlisted" else None,
+        budget.namespace_usd,
+    )
+    for whose, cap in charge.budgets():
+        spent = view.spent(namespace, whose, period)
+        after = spent + usage.usd
+        if after > cap + 1e-9:
+            text = messages.over_budget(_whose(whose, charge), period, spent, cap, usage.usd, what)
+            reasons.append(Reason("over-budget", text))
+        elif cap > 0 and after >= context.policy.quota_warning_ratio * cap:
+            warnings.append(messages.near_budget(_whose(whose, charge), period, after, cap))
+    return charge
+
+
+def _whose(scope: BudgetScope, charge: BudgetCharge) -> messages.BudgetOf:
+    """The budget as the messages name it."""
+    return messages.BudgetOf(scope.kind, charge.experiment, charge.namespace, bool(scope.listed))
 
 
 def _checks(
@@ -91,16 +147,14 @@ def _checks(
     return checks
 
 
-def over_budget_now(charge: BudgetCharge, workload: Workload, spent: float) -> Reason:
-    """The over-budget reason when the ledger, read fresh, refuses the charge."""
+def over_budget_now(
+    charge: BudgetCharge, workload: Workload, spent: float, budget: int = 0
+) -> Reason:
+    """The over-budget reason when the ledger, read fresh, refuses the charge: `spent` in
+    `charge.budgets()[budget]`, the budget that refused it."""
+    whose, cap = charge.budgets()[budget]
     text = messages.over_budget(
-        charge.experiment,
-        charge.namespace,
-        charge.period,
-        spent,
-        charge.limit,
-        charge.usd,
-        _what(workload),
+        _whose(whose, charge), charge.period, spent, cap, charge.usd, _what(workload)
     )
     if workload.run_of:
         text += messages.run_refused(workload.run_of)
