@@ -375,7 +375,10 @@ def test_status_report_and_table() -> None:
     assert team["gpus_by_type"] == {"h100-80gb": 2.0, "t4": 1.0}
     assert [o["owner"] for o in team["owners"]] == ["alice", "bob"]
     [budget] = team["budgets"]
-    assert budget["spent_usd"] == pytest.approx(68.80 + 4.89) and budget["budget_usd"] == 100
+    assert budget["spent_usd"] == pytest.approx(68.80 + 4.89) and budget["draws_on"] == "shared"
+    # nothing listed: every experiment draws on the one shared $100
+    shared = team["shared_budget"]
+    assert shared["spent_usd"] == pytest.approx(68.80 + 4.89) and shared["budget_usd"] == 100
     text = render_status(report)
     assert "namespace/team-a" in text and "3 of 8 (38%)" in text
     assert "$73.69 of $100.00 (74%)" in text
