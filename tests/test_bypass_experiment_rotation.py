@@ -191,6 +191,18 @@ def test_deny_refuses_unlisted_experiments_and_names_the_listed_ones() -> None:
     assert answer(service, run("llm-pretrain"))["allowed"]
 
 
+def test_in_warn_mode_an_unlisted_experiment_still_counts_in_the_namespace_budget() -> None:
+    service, state = service_for(
+        threshold_usd=HIGH, mode="warn", budget={**DENY, "namespace_usd": 400}
+    )
+    warned = answer(service, run("rot-1"))
+    assert warned["allowed"]
+    assert any("would be denied in enforce mode (over-budget)" in w for w in warned["warnings"])
+    assert state.spent("team-a", "rot-1", "lifetime") == pytest.approx(RUN)
+    second = answer(service, run("rot-2"))
+    assert any("budget of all experiments has spent $275.20" in w for w in second["warnings"])
+
+
 def test_the_policy_refuses_budgets_that_cannot_mean_what_they_say() -> None:
     def refusal(**fields: Any) -> str:
         with pytest.raises(TableError) as caught:

@@ -100,8 +100,6 @@ def _budgets(
     scope = budget.scope_for(experiment)
     if (scope is None and budget.namespace_usd is None) or usage.usd == INFINITE:
         return None
-    if budget.denies(experiment):
-        return None  # refused already: nothing to charge
     period = budget_period(budget.period, context.now)
     limit = budget.limit_for(experiment) if scope is not None else None
     charge = BudgetCharge(
