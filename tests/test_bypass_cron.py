@@ -227,7 +227,8 @@ RUN = 8 * H100 * 6  # $330.24
 
 
 def test_each_run_the_controller_creates_is_charged_to_its_experiment() -> None:
-    service, state = service_for(budget={"usd": 700})
+    # the experiment's own $700 (unlisted ones share one by default: experiment rotation)
+    service, state = service_for(budget={"usd": 700, "unlisted_experiments": "default"})
     for n in (1, 2):
         response = send(service, run_review(n))
         assert response["allowed"]  # above the $100 per-run threshold, and not gated again

@@ -33,6 +33,7 @@ from tests.support.answers import answer
 from tests.support.builders import gpu_pod, pod, review
 from tests.support.config import policy_data, policy_with
 from tests.support.fakeapi import FakeApiServer
+from tests.support.paths import FIXTURES
 from tests.support.services import service_for
 from webhook.cli import main
 from webhook.core.engine import Config
@@ -201,6 +202,31 @@ def test_in_warn_mode_an_unlisted_experiment_still_counts_in_the_namespace_budge
     assert state.spent("team-a", "rot-1", "lifetime") == pytest.approx(RUN)
     second = answer(service, run("rot-2"))
     assert any("budget of all experiments has spent $275.20" in w for w in second["warnings"])
+
+
+def nightly_cronjob() -> bytes:
+    """The captured CronJob (8 × H100, experiment finetune-nightly), nightly, 25 min a run."""
+    body = json.loads(
+        (FIXTURES / "admission-kinds" / "validate-cronjob-create-gpu.json").read_text()
+    )
+    spec = body["request"]["object"]["spec"]
+    spec.update(schedule="0 2 * * *", concurrencyPolicy="Forbid")
+    spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] = 1500
+    return orjson.dumps(body)
+
+
+def test_a_schedule_of_an_unlisted_experiment_is_denied_where_those_are_denied() -> None:
+    service, _ = service_for(budget=DENY)
+    refused = orjson.loads(service.handle(nightly_cronjob(), "validate").body)["response"]
+    assert not refused["allowed"]
+    assert refused["auditAnnotations"]["reasons"] == "over-budget"
+    assert refused["status"]["message"].startswith(
+        'experiment "finetune-nightly" has no budget in namespace "capture"'
+    )
+    # listed, it passes: its runs are charged one by one, not the schedule
+    listed = {**DENY, "experiments": {**DENY["experiments"], "finetune-nightly": 1}}
+    service, _ = service_for(budget=listed)
+    assert orjson.loads(service.handle(nightly_cronjob(), "validate").body)["response"]["allowed"]
 
 
 def test_the_policy_refuses_budgets_that_cannot_mean_what_they_say() -> None:
