@@ -14,26 +14,30 @@ from .catalog import PriceTable
 from .policy import Policy
 from .types import ApprovalVerifier, Request, Workload
 
-__all__ = ["Config", "Extractor", "ParseText", "TemplateLookup"]
+__all__ = ["ClaimLookup", "Config", "Extractor", "ParseText", "TemplateLookup"]
 
 # Reads YAML embedded in objects (Argo's podSpecPatch).
 ParseText = Callable[[str], Any]
 # (namespace, name, cluster scope) -> that WorkflowTemplate's spec, or None if unknown here.
 TemplateLookup = Callable[[str, str, bool], "Mapping[str, Any] | None"]
+# (kind: ResourceClaimTemplate or ResourceClaim, namespace, name) -> that object's spec, or
+# None if unknown here (DRA claims a pod names: resource.k8s.io).
+ClaimLookup = Callable[[str, str, str], "Mapping[str, Any] | None"]
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The table and policy, and three functions: `parse_text` reads YAML in objects,
-    `lookup` finds a WorkflowTemplate's spec, `verify_approval` checks an approval token's
-    signature. The core thus imports no YAML or crypto library, holds no key and reads no
-    cluster."""
+    """The table and policy, and four functions: `parse_text` reads YAML in objects,
+    `lookup` finds a WorkflowTemplate's spec, `claims` a DRA claim's or claim template's,
+    `verify_approval` checks an approval token's signature. The core thus imports no YAML
+    or crypto library, holds no key and reads no cluster."""
 
     table: PriceTable
     policy: Policy
     parse_text: ParseText | None = None
     lookup: TemplateLookup | None = None
     verify_approval: ApprovalVerifier | None = None
+    claims: ClaimLookup | None = None
 
 
 class Extractor(Protocol):

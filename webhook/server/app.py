@@ -207,6 +207,7 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
     )
     verify = keyring.verify if keyring is not None else None
     lookup = None
+    claims = None
     state: State
     if settings.state == "cluster":
         state = cluster_state(
@@ -219,6 +220,7 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
         )
         assert state.cluster is not None
         lookup = state.cluster.lookup()
+        claims = state.cluster.claims()
         metrics.watch_state(state.cluster.sync_state, lambda: len(state.tally))
     else:
         state = memory_state()
@@ -239,7 +241,9 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
 
     def load() -> Config:
         config = load_config(settings.pricing, settings.policy, verify)
-        return dataclasses.replace(config, lookup=lookup) if lookup is not None else config
+        if lookup is None:
+            return config
+        return dataclasses.replace(config, lookup=lookup, claims=claims)
 
     # Pricing and policy ConfigMaps change under the server: re-read, a bad file refused
     reloader = Reloader(
