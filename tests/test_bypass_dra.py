@@ -257,10 +257,7 @@ def test_a_device_class_the_table_does_not_list_follows_unknown_gpu(
         assert row_template["allowed"] is False
     else:
         assert codes(response) == {"over-threshold"}
-        assert (
-            "4 × b300" in response["status"]["message"]
-            or "4 × gb200" in (response["status"]["message"])
-        )
+        assert "4 × gb200 at $27.04/h" in response["status"]["message"]
         assert any(
             '"tpu.example.com" is not in the pricing table' in w for w in response["warnings"]
         )

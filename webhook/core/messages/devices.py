@@ -15,12 +15,19 @@ __all__ = [
     "unknown_device_class_priced",
 ]
 
-_ADD_IT = "add it under device_classes in the pricing table (its GPU type, or like: a GPU resource)"
 
-
-def _classes(names: Sequence[str]) -> str:
+def _classes(names: Sequence[str]) -> tuple[str, str, str]:
+    """("DeviceClass "x" is", "its", "it"), or the plural."""
     listed = ", ".join(quote(n) for n in names)
-    return f"DeviceClass {listed} is" if len(names) == 1 else f"DeviceClasses {listed} are"
+    if len(names) == 1:
+        return f"DeviceClass {listed} is", "its", "it"
+    return f"DeviceClasses {listed} are", "their", "them"
+
+
+def _add(it: str) -> str:
+    return (
+        f"add {it} under device_classes in the pricing table (a GPU type, or like: a GPU resource)"
+    )
 
 
 def claim_not_found(kind: str, name: str, claim: str) -> str:
@@ -41,16 +48,18 @@ def unbounded_devices(where: str, device_class: str) -> str:
 
 
 def unknown_device_class_denied(names: Sequence[str], namespace: str) -> str:
+    classes, _, it = _classes(names)
     return (
-        f"{_classes(names)} not in the pricing table, so the GPUs a claim gets from it cannot "
-        f"be priced, and namespace {quote(namespace)} does not price unknown GPUs; {_ADD_IT}"
+        f"{classes} not in the pricing table, so the GPUs a claim gets from {it} cannot be "
+        f"priced, and namespace {quote(namespace)} does not price unknown GPUs; {_add(it)}"
     )
 
 
 def unknown_device_class_priced(names: Sequence[str], gpu: str, usd_per_hour: float) -> str:
+    classes, its, it = _classes(names)
     return warning(
-        f"{_classes(names)} not in the pricing table; its devices are priced as {gpu} "
-        f"({money(usd_per_hour)}/h each), the dearest GPU; {_ADD_IT}"
+        f"{classes} not in the pricing table; {its} devices are priced as {gpu} "
+        f"({money(usd_per_hour)}/h each), the dearest GPU; {_add(it)}"
     )
 
 
