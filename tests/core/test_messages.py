@@ -72,6 +72,19 @@ def current(config) -> dict[str, str]:
         ),
         "internal": messages.internal_error("abc123"),
         "wrong-type": messages.wrong_type("spec.containers", "list", "main"),
+        "dra-claim-not-found": messages.claim_not_found("ResourceClaimTemplate", "h100x8", "gpus"),
+        "dra-unbounded": messages.unbounded_devices(
+            "spec.spec.devices.requests[0].exactly", "gpu.example.com"
+        ),
+        "dra-unknown-class-denied": messages.unknown_device_class_denied(
+            ["tpu.example.com"], "demo"
+        ),
+        "dra-unknown-class-priced": messages.unknown_device_class_priced(
+            ["tpu.example.com", "x.example.com"], "b300", 17.8
+        ),
+        "dra-claim-devices": messages.claim_devices(
+            "ResourceClaimTemplate", "eight-gpus", [(8, "h100-80gb", 6.88), (1, "t4", 0.978)]
+        ),
     }
     texts.update(_decision_texts("fixture-gpu", capture_request("validate-pod-create-gpu"), config))
     texts.update(

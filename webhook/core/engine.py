@@ -14,6 +14,7 @@ from typing import Any
 from . import messages
 from .config import Config, Extractor
 from .decide import assess
+from .extract.claims import CLAIM_KINDS
 from .extract.kinds import EXTRACTORS, handles
 from .extract.podspec import ObjectError
 from .patch import UNCHANGED, Mutation, mutation
@@ -116,6 +117,9 @@ def _findings(request: Request, config: Config, now: float, state: UsageView | N
         return Findings(refusals=(exc.reason,), status_code=400)
     if workload is None:
         return _NOTHING
+    if workload.kind in CLAIM_KINDS:  # devices, priced in the pods that use them
+        mode = config.policy.for_namespace(workload.namespace).mode
+        return Findings(workload, mode, workload.problems, warnings=workload.notes, assessed=True)
     if request.operation == "UPDATE":
         kept = _stamp_to_keep(request)
         return _update(request, workload, extractor, config, now, state)._replace(kept_stamp=kept)
