@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.builders import H100
+from tests.support.builders import H100, pod
 from tests.support.config import policy_with
 from tests.support.fakeapi import FakeApiServer
 from tests.support.polling import eventually
@@ -274,6 +274,32 @@ def test_a_dry_run_uses_nothing(keys) -> None:
     answer = orjson.loads(service.handle(orjson.dumps(doc), "validate").body)["response"]
     assert answer["allowed"]
     assert not state.allowance_use("team-a", jti)
+
+
+def test_serving_pods_are_each_held_to_the_maximum_not_added_up(keys) -> None:
+    # A ReplicaSet's pods replace each other (rollouts, restarts), each priced per month:
+    # 1 × h100 × 730h = $5,022.40/month, above the $2,000 serving threshold. Added up, a
+    # $6,000 approval would run out at the first restart; each is held to it alone instead.
+    service, state = memory_service(keys)
+    token = approval(keys, 6000)
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "srv-1", "uid": "rs-1"}
+    rs["controller"] = True
+    for n in range(3):
+        approved = {"costgate.io/approval": token}
+        obj = pod(annotations=approved, owner=rs, spec={"nodeSelector": H100}, name=f"srv-1-{n}")
+        obj["metadata"]["uid"] = f"pod-{n}"
+        doc = orjson.loads(body(job("x", token)))
+        doc["request"].update(
+            kind={"group": "", "version": "v1", "kind": "Pod"},
+            resource={"group": "", "version": "v1", "resource": "pods"},
+            name=obj["metadata"]["name"],
+            object=obj,
+            userInfo={"username": "system:serviceaccount:kube-system:replicaset-controller"},
+        )
+        answer = orjson.loads(service.handle(orjson.dumps(doc), "validate").body)["response"]
+        assert answer["allowed"], answer
+        assert answer["auditAnnotations"]["estimated-cost-usd"] == "5022.40"
+    assert not state.allowance_use("team-a", verified(keys, token).jti)
 
 
 # -- the ledger --------------------------------------------------------------------------------

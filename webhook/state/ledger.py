@@ -101,8 +101,9 @@ def allowance_in(doc: Doc, jti: str) -> dict[str, AllowanceEntry]:
     section = doc.get("approvals", {}).get(jti)
     if not section:
         return {}
-    use = {k: AllowanceEntry(what, usd) for k, (what, usd) in section["spent"].items()}
-    use.update({k: AllowanceEntry(what, usd) for k, (what, usd, _) in section["pending"].items()})
+    use = {k: AllowanceEntry(what, usd) for k, (what, usd) in section.get("spent", {}).items()}
+    pending = section.get("pending", {})
+    use.update({k: AllowanceEntry(what, usd) for k, (what, usd, _) in pending.items()})
     return use
 
 
@@ -119,10 +120,10 @@ def with_allowance(
             return None, refusal
     approvals = dict(doc.get("approvals", {}))
     section = approvals.get(approval.jti) or {"spent": {}, "pending": {}}
-    pending = dict(section["pending"])
+    pending = dict(section.get("pending", {}))
     pending.pop(entry, None)  # a retried review replaces its own entry
     pending[entry] = [allowance.what, round(allowance.usd, 2), round(now, 3)]
-    spent = {k: v for k, v in section["spent"].items() if k != entry}
+    spent = {k: v for k, v in section.get("spent", {}).items() if k != entry}
     approvals[approval.jti] = {"until": approval.expires_at, "spent": spent, "pending": pending}
     return {**doc, "approvals": approvals}, None
 
@@ -195,8 +196,8 @@ def _approvals_reconciled(
         if now > float(section.get("until", 0)) + KEEP_AFTER_EXPIRY:
             changed = True
             continue
-        spent = dict(section["spent"])
-        pending = dict(section["pending"])
+        spent = dict(section.get("spent", {}))
+        pending = dict(section.get("pending", {}))
         for entry, (what, usd, at) in list(pending.items()):
             verdict = seen(entry.partition("+")[0])
             if verdict:

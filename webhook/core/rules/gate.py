@@ -69,7 +69,10 @@ def gate(context: Context, estimate: Estimate) -> Gate:
     if problems:
         return Gate(Finding(tuple(problems)), None, cost_text)
     approved = messages.approved(verified)
-    if workload.suspended:  # it spends nothing until resumed, and is checked again then
+    if workload.suspended or workload.workload_class != "batch":
+        # A suspended Job spends nothing until resumed, and is checked again then. Serving
+        # pods are priced one by one per month and replace each other (a rollout, a restart):
+        # each is held to the maximum alone, or an allowance would run out with rollouts.
         return Gate(Finding(warnings=(approved,)), verified, cost_text)
     need = round(max(0.0, estimate.usd - context.credit), 2)
     what = f"{workload.kind} {messages.quote(workload.display_name)}"
