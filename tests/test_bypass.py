@@ -401,18 +401,13 @@ def _only_in(where: str) -> Edit:
         set_gpus(containers(pod)[0], None)
         if where == "overhead":
             pod["spec"]["overhead"] = {"nvidia.com/gpu": "8"}
-        elif where == "pod-level resources":
+        else:  # pod-level resources
             pod["spec"]["resources"] = {"limits": {"nvidia.com/gpu": "8", "cpu": "32"}}
-        else:
-            pod["spec"]["resourceClaims"] = [
-                {"name": "gpus", "resourceClaimTemplateName": "h100x8"}
-            ]
-            containers(pod)[0]["resources"]["claims"] = [{"name": "gpus"}]
 
     return edit
 
 
-@pytest.mark.parametrize("where", ["overhead", "pod-level resources", "DRA resource claims"])
+@pytest.mark.parametrize("where", ["overhead", "pod-level resources"])
 def test_gpus_named_outside_container_resources_are_not_priced_here(
     where: str, default: AdmissionService
 ) -> None:
@@ -423,13 +418,10 @@ def test_gpus_named_outside_container_resources_are_not_priced_here(
       corresponding RuntimeClass defined Overhead"), and no device plugin hands a device to
       overhead;
     - pod-level `spec.resources` (1.32+) is for cpu, memory and hugepages only
-      (component-helpers `supportedPodLevelResources`): a GPU there gets no device;
-    - DRA `resourceClaims` name a ResourceClaim(Template), another object, whose device
-      requests costgate does not read; the webhook configuration does not even send such a
-      pod. DRA GPUs are capped with a ResourceQuota on
-      `<device class>.deviceclass.resource.k8s.io/devices` (research anchors [25]).
+      (component-helpers `supportedPodLevelResources`): a GPU there gets no device.
 
-    So such a pod is not priced here; what it names in its containers' resources still is."""
+    So such a pod is not priced here; what it names in its containers' resources still is.
+    (DRA `resourceClaims` are priced: tests/test_bypass_dra.py.)"""
     alone = ask(default, review(POD, _only_in(where)))
     assert alone["allowed"] and "auditAnnotations" not in alone
 

@@ -287,9 +287,21 @@ def _kitchen_sink_seeds() -> list[dict[str, Any]]:
     ]
 
 
+def _dra_seeds() -> list[dict[str, Any]]:
+    """DRA: a pod naming a claim template and one naming a claim, the claim and the template
+    (captured; tests/fixtures/admission-kinds)."""
+    names = [
+        "validate-pod-create-dra-template",
+        "validate-pod-create-dra-claim",
+        "validate-resourceclaim-create",
+        "validate-resourceclaimtemplate-create",
+    ]
+    return [json.loads((FIXTURES / "admission-kinds" / f"{n}.json").read_text()) for n in names]
+
+
 def _seeds() -> list[dict[str, Any]]:
     captured = [capture(name) for name in all_captures()]
-    return captured + _batch_seeds() + _argo_seeds() + KITCHEN_SINKS
+    return captured + _batch_seeds() + _argo_seeds() + _dra_seeds() + KITCHEN_SINKS
 
 
 KITCHEN_SINKS = _kitchen_sink_seeds()

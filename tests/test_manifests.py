@@ -44,7 +44,7 @@ SERVICE_DNS = f"costgate.{NAMESPACE}.svc"
 # other fields used here): the oldest version supported. And the newest the library bundles.
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 
-WEBHOOKS = ("pods", "jobs", "cronjobs", "workflows")
+WEBHOOKS = ("pods", "jobs", "cronjobs", "workflows", "claims")
 PATHS = {"mutate": "/mutate", "validate": "/validate"}
 CONFIG_KINDS = {
     "mutate": "MutatingWebhookConfiguration",
@@ -62,6 +62,9 @@ EXPECTED_RULES = {
             "Namespaced",
         ),
         ("argoproj.io", "v1alpha1", ("clusterworkflowtemplates",), "Cluster"),
+    ],
+    "claims": [
+        ("resource.k8s.io", "v1", ("resourceclaims", "resourceclaimtemplates"), "Namespaced")
     ],
 }
 # The policy's controllers whose UPDATEs the API server does not send, per webhook.
@@ -561,6 +564,8 @@ def test_cluster_role_only_reads_what_the_cache_watches(base):
         ("argoproj.io", "workflows"),
         ("argoproj.io", "workflowtemplates"),
         ("argoproj.io", "clusterworkflowtemplates"),
+        ("resource.k8s.io", "resourceclaims"),
+        ("resource.k8s.io", "resourceclaimtemplates"),
     }
 
 
@@ -697,6 +702,7 @@ def test_every_match_condition_parses(rendered):
         "jobs": ["requests-gpus", "not-a-controller-update"],
         "cronjobs": ["requests-gpus", "not-a-controller-update"],
         "workflows": ["not-a-controller-update"],
+        "claims": ["not-the-claim-controller"],
     }
 
 

@@ -5,7 +5,11 @@ names the key (`kid`) and whose claims bind the approval:
 
     {"iss": "costgate", "aud": "costgate-webhook", "sub": "<approver>", "ns": "<namespace>",
      "experiment": "<label value>" | "name": "<workload name>", "max_usd": 500.0,
-     "iat": ..., "exp": ..., "jti": "...", "reason": "..."}
+     "iat": ..., "exp": ..., "jti": "...", "uses": 3, "reason": "..."}
+
+A token is a spend allowance: what the workloads admitted under its `jti` are estimated to
+cost together stays within `max_usd` (the webhook adds them up in its ledger), and `uses`,
+when present, caps how many workloads it admits.
 
 The webhook holds only public keys, one PEM file per key named `<approver>.<fingerprint>.pem`
 (the key id is the file name without `.pem`), in a directory mounted from a ConfigMap or
@@ -42,6 +46,7 @@ AUDIENCE = "costgate-webhook"
 ALGORITHM = "EdDSA"
 _APPROVER = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _MAX_TOKEN_CHARS = 4096
+_JTI = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a ledger key and part of messages
 
 
 def key_id(approver: str, public_key: Ed25519PublicKey) -> str:
@@ -98,13 +103,17 @@ def mint(
     experiment: str = "",
     name: str = "",
     reason: str = "",
+    uses: int | None = None,
     now: float | None = None,
 ) -> str:
-    """A signed approval token. Exactly one of `experiment` and `name` binds it."""
+    """A signed approval token. Exactly one of `experiment` and `name` binds it; `uses`
+    caps the number of workloads it admits."""
     if bool(experiment) == bool(name):
         raise ValueError("an approval names an experiment or a workload name, not both")
     if max_usd <= 0 or expires_in <= 0:
         raise ValueError("the approved maximum and the lifetime must be positive")
+    if uses is not None and uses <= 0:
+        raise ValueError("--uses must be a positive number of workloads")
     approver, key = _load_private(key_path)
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
@@ -120,6 +129,8 @@ def mint(
     claims["experiment" if experiment else "name"] = experiment or name
     if reason:
         claims["reason"] = reason
+    if uses is not None:
+        claims["uses"] = uses
     kid = key_id(approver, key.public_key())
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
 
@@ -199,14 +210,14 @@ class Keyring:
             return _invalid(messages.approval_bad_signature(kid))
         except jwt.InvalidTokenError as exc:
             return _invalid(messages.approval_malformed(str(exc)))
-        return _approval(kid, claims)
+        return _approval(kid, claims, token)
 
 
 def _invalid(text: str) -> Reason:
     return Reason("invalid-approval", text)
 
 
-def _approval(kid: str, claims: dict[str, Any]) -> Approval | Reason:
+def _approval(kid: str, claims: dict[str, Any], token: str) -> Approval | Reason:
     approver = kid.split(".", 1)[0]
     if claims.get("sub") != approver:  # a key signs for its own approver only
         return _invalid(messages.approval_malformed("signed for another approver"))
@@ -219,6 +230,13 @@ def _approval(kid: str, claims: dict[str, Any]) -> Approval | Reason:
         return _invalid(messages.approval_malformed("max_usd is not a number"))
     if not math.isfinite(max_usd) or max_usd <= 0:  # json accepts NaN; NaN compares False
         return _invalid(messages.approval_malformed("max_usd must be a positive number"))
+    uses = claims.get("uses")
+    if uses is not None and (type(uses) is not int or uses <= 0):
+        return _invalid(messages.approval_malformed("uses must be a positive whole number"))
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not _JTI.fullmatch(jti):
+        # costgate mints a uuid; a token without a usable one is known by its digest
+        jti = "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
     try:
         return Approval(
             key_id=kid,
@@ -230,6 +248,8 @@ def _approval(kid: str, claims: dict[str, Any]) -> Approval | Reason:
             expires_at=int(claims["exp"]),
             issued_at=int(claims["iat"]),
             reason=str(claims.get("reason", "")),
+            jti=jti,
+            uses=uses,
         )
     except (TypeError, ValueError):
         return _invalid(messages.approval_malformed("claims of the wrong type"))

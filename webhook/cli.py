@@ -130,6 +130,7 @@ def _approve(args: argparse.Namespace) -> int:
             experiment=args.experiment or "",
             name=args.name or "",
             reason=args.reason or "",
+            uses=args.uses,
         )
     except (OSError, ValueError) as exc:
         print(f"costgate: {exc}", file=sys.stderr)
@@ -290,6 +291,11 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("--max-cost", type=float, required=True, help="approved maximum, USD")
     approve.add_argument("--expires", required=True, help="lifetime, e.g. 24h or 7d")
     approve.add_argument("--reason", help="why (recorded in the token)")
+    approve.add_argument(
+        "--uses",
+        type=int,
+        help="the most workloads it may admit (all of them together stay within --max-cost)",
+    )
     approve.set_defaults(run=_approve)
 
     status = commands.add_parser("status", help="usage against quotas and budgets")

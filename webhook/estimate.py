@@ -15,13 +15,14 @@ import orjson
 import yaml
 
 from .core import messages
-from .core.config import TemplateLookup
+from .core.config import ClaimLookup, TemplateLookup
 from .core.engine import Config, evaluate
 from .core.types import ANNOTATION_APPROVAL, NOBODY, Request, Requester
 from .core.verdict import Decision
 
 __all__ = [
     "ManifestError",
+    "claim_lookup",
     "estimate_rows",
     "read_manifests",
     "render_json",
@@ -145,6 +146,28 @@ def template_lookup(objects: Iterable[dict[str, Any]], namespace: str) -> Templa
     return lookup
 
 
+_CLAIM_KINDS = ("ResourceClaim", "ResourceClaimTemplate")
+
+
+def claim_lookup(objects: Iterable[dict[str, Any]], namespace: str) -> ClaimLookup:
+    """Resolve the DRA claims and claim templates pods name against the objects given."""
+    specs: dict[tuple[str, str, str], Any] = {}
+    for obj in objects:
+        kind = str(obj.get("kind"))
+        if kind not in _CLAIM_KINDS or not str(obj.get("apiVersion", "")).startswith(
+            "resource.k8s.io/"
+        ):
+            continue
+        metadata = _metadata(obj)
+        key = (kind, str(metadata.get("namespace") or namespace), str(metadata.get("name") or ""))
+        specs[key] = obj.get("spec")
+
+    def lookup(kind: str, ns: str, name: str) -> Any:
+        return specs.get((kind, ns, name))
+
+    return lookup
+
+
 def with_approval(obj: dict[str, Any], token: str) -> dict[str, Any]:
     """The object as if annotated with the approval token."""
     metadata = dict(obj.get("metadata") or {})
@@ -165,6 +188,8 @@ def estimate_rows(
     objects = list(objects)
     if config.lookup is None:
         config = replace(config, lookup=template_lookup(objects, namespace))
+    if config.claims is None:
+        config = replace(config, claims=claim_lookup(objects, namespace))
     rows = []
     for obj in objects:
         request = _request(obj, namespace, requester)

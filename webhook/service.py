@@ -33,6 +33,7 @@ from .core import messages
 from .core.engine import Config, evaluate, handles, mutate
 from .core.rules.limits import over_budget_now
 from .core.types import Reason, Request
+from .core.usage import ledger_entry, object_uid
 from .core.verdict import Decision, refused, with_warning
 
 if TYPE_CHECKING:
@@ -140,8 +141,8 @@ class AdmissionService:
                 step = self._decide(parsed, endpoint)
         if isinstance(step, Answer):
             answer = step
-        elif self.state is not None and self.state.blocking and step.decision.charge is not None:
-            # only a budget charge waits on the network; a quota hold is memory, answered
+        elif self.state is not None and self.state.blocking and _charges(step.decision):
+            # only a ledger charge waits on the network; a quota hold is memory, answered
             # here rather than queued behind ledger writes for a thread
             try:
                 answer = await asyncio.wait_for(
@@ -210,8 +211,11 @@ class AdmissionService:
                 answer = mutate(request, config=config, now=now, state=self.state)
                 return Answer(200, mutate_review(request.uid, answer), kind, answer.outcome)
             decision = evaluate(request, config=config, now=now, state=self.state)
-            if self.state is not None and decision.allowed and decision.usage is not None:
-                if not self.state.ready() and _limited(decision, config):
+            recorded = decision.usage is not None or decision.allowance is not None
+            if self.state is not None and decision.allowed and recorded:
+                if not self.state.ready() and (
+                    _limited(decision, config) or decision.allowance is not None
+                ):
                     decision = _unavailable(
                         decision, config, "its view of the cluster is not in sync"
                     )
@@ -251,6 +255,11 @@ class AdmissionService:
         return Answer(200, error_review(exc.uid, message, status=exc.status), "", "invalid")
 
 
+def _charges(decision: Decision) -> bool:
+    """Whether admitting it writes the ledger (a budget or an approval's allowance)."""
+    return decision.charge is not None or decision.allowance is not None
+
+
 def _limited(decision: Decision, config: Config) -> bool:
     workload = decision.workload
     return workload is not None and config.policy.for_namespace(workload.namespace).limits_anything
@@ -282,16 +291,16 @@ class _Admitted(NamedTuple):
         try:
             state = self.service.state
             assert state is not None
-            metadata = request.obj.get("metadata")
-            uid = str(metadata.get("uid") or request.uid) if isinstance(metadata, dict) else ""
-            # an update charges what it adds, under its own entry
-            entry = uid if request.operation == "CREATE" else f"{uid}+{int(self.now * 1000)}"
+            uid = object_uid(request)
+            entry = ledger_entry(request, self.now)  # the entry the core checked against
             result = None if unavailable else state.record(uid, decision, self.now, entry)
             error = unavailable or (result.error if result is not None else "")
             if error:
                 decision = _unavailable(decision, self.config, error)
                 if decision.allowed:  # allowed unrecorded: the quota still holds it
                     state.record(uid, decision, self.now)
+            elif result is not None and result.refusal is not None:
+                decision = refused(decision, result.refusal)  # the approval's allowance
             elif result is not None and not result.ok:
                 charge, workload = decision.charge, decision.workload
                 assert charge is not None and workload is not None  # only a charge is refused

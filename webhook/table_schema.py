@@ -68,6 +68,27 @@ class _Instance(_Strict):
     usd_per_hour: Annotated[float, Field(gt=0)] | None = None
 
 
+class _DeviceSelector(_Strict):
+    cel: Annotated[str, Field(min_length=1)]  # a claim's CEL selector, as written
+    type: str  # the GPU type a device it selects is
+
+
+class _DeviceClass(_Strict):
+    type: str | None = None  # the one GPU type its devices are
+    like: str | None = None  # or: any type this GPU resource can be
+    selectors: list[_DeviceSelector] = []
+    max_devices: Annotated[int, Field(ge=1, le=1024)] | None = None  # bounds allocationMode All
+    priced: bool = True  # False: its devices are not GPUs
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _DeviceClass:
+        if self.priced and (self.type is None) == (self.like is None):
+            raise ValueError("give the GPU type (type) or a GPU resource (like), not both")
+        if not self.priced and (self.type or self.like or self.selectors):
+            raise ValueError("a class that is not priced names no GPU type")
+        return self
+
+
 class _Pricing(_Strict):
     version: Literal[1]
     currency: Literal["USD"]
@@ -77,6 +98,7 @@ class _Pricing(_Strict):
     resources: dict[str, _Resource]
     gpus: dict[str, _Gpu]
     instance_types: dict[str, _Instance] = {}
+    device_classes: dict[str, _DeviceClass] = {}  # DRA DeviceClass name -> its GPUs
 
     @model_validator(mode="after")
     def _references(self) -> _Pricing:
@@ -108,6 +130,15 @@ class _Pricing(_Strict):
         for name, instance in self.instance_types.items():
             if instance.gpu not in self.gpus:
                 raise ValueError(f"instance_types.{name}.gpu: unknown GPU {instance.gpu}")
+        for name, device_class in self.device_classes.items():
+            where = f"device_classes.{name}"
+            if device_class.type is not None and device_class.type not in self.gpus:
+                raise ValueError(f"{where}.type: unknown GPU {device_class.type}")
+            if device_class.like is not None and device_class.like not in self.resources:
+                raise ValueError(f"{where}.like: {device_class.like} is not in resources")
+            for i, selector in enumerate(device_class.selectors):
+                if selector.type not in self.gpus:
+                    raise ValueError(f"{where}.selectors[{i}].type: unknown GPU {selector.type}")
         return self
 
 

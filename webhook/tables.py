@@ -13,7 +13,14 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .core.catalog import GpuType, PriceTable, ResourceRule, normalize_label_value
+from .core.catalog import (
+    DeviceClass,
+    GpuType,
+    PriceTable,
+    ResourceRule,
+    normalize_cel,
+    normalize_label_value,
+)
 from .core.config import Config
 from .core.policy import ApproverIdentities, NamespacePolicy, Policy, TrustedController
 from .core.quantities import parse_duration
@@ -99,6 +106,22 @@ def parse_pricing(data: object, origin: str = "pricing") -> PriceTable:
             for value in values:
                 folded = normalize_label_value(value)
                 label_values[key][folded] = (*label_values[key].get(folded, ()), gpu_id)
+    device_classes = {}
+    for name, device in model.device_classes.items():
+        if device.type is not None:
+            types: tuple[str, ...] = (device.type,)
+        elif device.like is not None:
+            like = resources[device.like]
+            types = like.of or tuple(g.id for g in gpus.values() if g.resource == device.like)
+        else:
+            types = ()
+        device_classes[name] = DeviceClass(
+            name=name,
+            types=types,
+            selectors={normalize_cel(s.cel): s.type for s in device.selectors},
+            max_devices=device.max_devices,
+            priced=device.priced,
+        )
     return PriceTable(
         gpus=gpus,
         resources=resources,
@@ -106,6 +129,7 @@ def parse_pricing(data: object, origin: str = "pricing") -> PriceTable:
         instance_type_keys=tuple(model.instance_type_label_keys),
         instance_types={n: (i.gpu, i.count) for n, i in model.instance_types.items()},
         source=origin,
+        device_classes=device_classes,
     )
 
 

@@ -16,12 +16,17 @@ from tests.support.captures import capture_request
 from tests.support.config import policy_with
 from webhook.core import messages
 from webhook.core.engine import Config, evaluate
-from webhook.core.types import Estimate, EstimateLine, Reason
+from webhook.core.types import Approval, Estimate, EstimateLine, Reason
 
 GOLDEN = Path(__file__).parent / "golden" / "messages.txt"
 
 H100 = EstimateLine(8, "h100-80gb", 6.0, "h100-80gb", True)
 MIG = EstimateLine(1, "h100-80gb/mig-1g.10gb", 6.0 / 7, "h100-80gb", True)
+DANA = Approval(
+    "dana.3f9a1c2b", "dana", "team-a", "exp-1", "", 3000.0, 1_795_086_400, 1_795_000_000,
+    jti="8cae1a49988746c1a1c74d030c77a9d6", uses=2,
+)  # fmt: skip
+ADMITTED = [('Job "a"', 1320.96), ('Job "b"', 1320.96)]
 
 
 def _estimate_warning(estimate: Estimate) -> str:
@@ -72,6 +77,22 @@ def current(config) -> dict[str, str]:
         ),
         "internal": messages.internal_error("abc123"),
         "wrong-type": messages.wrong_type("spec.containers", "list", "main"),
+        "dra-claim-not-found": messages.claim_not_found("ResourceClaimTemplate", "h100x8", "gpus"),
+        "dra-unbounded": messages.unbounded_devices(
+            "spec.spec.devices.requests[0].exactly", "gpu.example.com"
+        ),
+        "dra-unknown-class-denied": messages.unknown_device_class_denied(
+            ["tpu.example.com"], "demo"
+        ),
+        "dra-unknown-class-priced": messages.unknown_device_class_priced(
+            ["tpu.example.com", "x.example.com"], "b300", 17.8
+        ),
+        "dra-claim-devices": messages.claim_devices(
+            "ResourceClaimTemplate", "eight-gpus", [(8, "h100-80gb", 6.88), (1, "t4", 0.978)]
+        ),
+        "allowance-spent": messages.allowance_spent(DANA, ADMITTED, 1320.96, 'Job "c"'),
+        "allowance-uses-spent": messages.allowance_uses_spent(DANA, ADMITTED, 'Job "c"'),
+        "allowance-offline": messages.allowance_at_admission(DANA),
     }
     texts.update(_decision_texts("fixture-gpu", capture_request("validate-pod-create-gpu"), config))
     texts.update(

@@ -46,6 +46,9 @@ class _Spent:
     def spent(self, namespace, experiment, period):
         return 0.0
 
+    def allowance_use(self, namespace, jti):
+        return {}
+
 
 def test_a_pod_without_gpus_is_skipped_with_nothing_to_audit(config) -> None:
     decision = evaluate(request(pod(gpus=None)), config=config)
@@ -166,13 +169,14 @@ PINNED = {
     Findings: (
         "workload mode reasons refusals status_code warnings if_admitted assessed estimate "
         "cost_text runtime_seconds deadline approval usage charge pod_labels pod_annotations "
-        "kept_stamp audit"
+        "kept_stamp audit allowance"
     ),
     Decision: (
         "outcome allowed findings workload estimate runtime_seconds mode reasons warnings "
-        "denial status_code audit deadline stamp pod_labels pod_annotations usage charge"
+        "denial status_code audit deadline stamp pod_labels pod_annotations usage charge "
+        "allowance"
     ),
-    Context: "workload policy table hours_per_month verify now skew requester state",
+    Context: ("workload policy table hours_per_month verify now skew requester state entry credit"),
     Request: "uid operation group kind namespace name obj old_obj username groups dry_run extra",
 }
 

@@ -97,6 +97,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("namespaces", "Namespace", "", "v1", namespaced=False),
     Resource("jobs", "Job", "batch", "v1"),
     Resource("cronjobs", "CronJob", "batch", "v1"),
+    Resource("resourceclaims", "ResourceClaim", "resource.k8s.io", "v1"),
+    Resource("resourceclaimtemplates", "ResourceClaimTemplate", "resource.k8s.io", "v1"),
     Resource("workflows", "Workflow", "argoproj.io", "v1alpha1", crd=True),
     Resource("cronworkflows", "CronWorkflow", "argoproj.io", "v1alpha1", crd=True),
     Resource("workflowtemplates", "WorkflowTemplate", "argoproj.io", "v1alpha1", crd=True),

@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.support.config import policy_with
 from webhook.core.engine import Config
+from webhook.core.types import ApprovalVerifier
 from webhook.service import AdmissionService
 from webhook.state import memory_state
 from webhook.tables import check_gpu_names, load_config, load_pricing
@@ -21,9 +22,12 @@ class Clock:
         return self.now
 
 
-def service_for(clock: Clock | None = None, **policy: Any) -> tuple[AdmissionService, Any]:
+def service_for(
+    clock: Clock | None = None, *, verify: ApprovalVerifier | None = None, **policy: Any
+) -> tuple[AdmissionService, Any]:
+    """With in-memory state; `verify` checks approval tokens (a Keyring's)."""
     clock = clock or Clock()
-    config = Config(table=load_pricing(), policy=policy_with(**policy))
+    config = Config(table=load_pricing(), policy=policy_with(**policy), verify_approval=verify)
     check_gpu_names(config.policy, config.table)
     state = memory_state(clock)
     return AdmissionService(config, clock=clock, state=state), state

@@ -12,7 +12,21 @@ from typing import Any
 
 from .gpu_names import is_gpu_name
 
-__all__ = ["GpuType", "Memo", "PriceTable", "ResourceRule", "normalize_label_value"]
+__all__ = [
+    "DEVICE_PREFIX",
+    "DeviceClass",
+    "GpuType",
+    "Memo",
+    "PriceTable",
+    "ResourceRule",
+    "normalize_cel",
+    "normalize_label_value",
+]
+
+# GPUs a DRA claim asks for are GpuRequests under "deviceclass:<DeviceClass>" (narrowed by a
+# selector the table lists: "deviceclass:<DeviceClass>#<GPU id>"); no extended resource can
+# be named so (a resource name has no ':').
+DEVICE_PREFIX = "deviceclass:"
 
 
 class Memo(dict[Any, Any]):
@@ -52,6 +66,28 @@ class ResourceRule:
     of: tuple[str, ...] = ()  # empty: every GPU type whose `resource` is this name
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceClass:
+    """A DRA DeviceClass (resource.k8s.io) and the GPU types its devices can be.
+
+    `types` empty with `priced` False: its devices are not GPUs (a NIC class) and cost
+    nothing here. `selectors` maps a CEL selector expression (normalize_cel) a claim may
+    narrow the class with to the one type it then gets. `max_devices` bounds a request for
+    all the devices of the class (allocationMode: All); None leaves it unbounded."""
+
+    name: str
+    types: tuple[str, ...]
+    selectors: Mapping[str, str] = field(default_factory=dict)
+    max_devices: int | None = None
+    priced: bool = True
+
+
+def normalize_cel(expression: str) -> str:
+    """A CEL selector as the table compares it: without whitespace, and with one kind of
+    quote, so that formatting alone does not make an expression another one."""
+    return "".join(expression.split()).replace("'", '"')
+
+
 def normalize_label_value(value: str) -> str:
     """Fold the decorations GPU feature discovery adds to product names, and case.
 
@@ -75,6 +111,7 @@ class PriceTable:
     instance_type_keys: tuple[str, ...]
     instance_types: Mapping[str, tuple[str, int]]  # instance type -> (GPU id, GPUs per instance)
     source: str = ""
+    device_classes: Mapping[str, DeviceClass] = field(default_factory=dict)
     # Derived once: candidates per resource, most expensive first.
     _by_resource: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _instance_types_folded: dict[str, str] = field(default_factory=dict, repr=False)
@@ -89,6 +126,13 @@ class PriceTable:
             self._resource_sets[rule.name] = frozenset(ids)
         for name, (gpu, _) in self.instance_types.items():
             self._instance_types_folded[name.lower()] = gpu
+        for device_class in self.device_classes.values():
+            key = DEVICE_PREFIX + device_class.name
+            self._by_resource[key] = self.by_price(device_class.types)
+            self._resource_sets[key] = frozenset(device_class.types)
+            for gpu_id in device_class.selectors.values():
+                self._by_resource[f"{key}#{gpu_id}"] = (gpu_id,)
+                self._resource_sets[f"{key}#{gpu_id}"] = frozenset((gpu_id,))
 
     def by_price(self, ids: Iterable[str]) -> tuple[str, ...]:
         """GPU ids, most expensive first (ties by id, so the order is stable)."""
@@ -115,6 +159,48 @@ class PriceTable:
         if not fitting:
             return None
         return min(fitting, key=self._price_order)  # the same order as by_price
+
+    def device_resource(self, class_name: str, expressions: Iterable[str]) -> str | None:
+        """The GPU resource (DEVICE_PREFIX...) a DRA request for devices of `class_name`,
+        with these CEL selectors, is priced as; None for a class whose devices are not GPUs.
+        A class the table lacks gives a resource with no candidates: the unknown-gpu rule
+        prices it."""
+        device_class = self.device_classes.get(class_name)
+        key = DEVICE_PREFIX + class_name
+        if device_class is None:
+            return key
+        if not device_class.priced:
+            return None
+        if device_class.selectors:
+            # selectors are ANDed: any one listed pins the type (two that contradict
+            # allocate nothing; the dearer reading is the safe one)
+            narrowed = [
+                gpu_id
+                for expression in expressions
+                if (gpu_id := device_class.selectors.get(normalize_cel(expression)))
+            ]
+            if narrowed:
+                return f"{key}#{self.by_price(narrowed)[0]}"
+        return key
+
+    def device_class_of(self, resource: str) -> str | None:
+        """The DeviceClass a DRA GPU resource names; None for an extended resource."""
+        if not resource.startswith(DEVICE_PREFIX):
+            return None
+        return resource[len(DEVICE_PREFIX) :].partition("#")[0]
+
+    def line_types(self, resource: str, candidates: frozenset[str]) -> frozenset[str]:
+        """The GPU types one GPU resource of a pod may be, given what its placement pins
+        (`candidates`): a DeviceClass of one type pins it whatever the placement says; one of
+        several is narrowed by the placement, and pins nothing without it."""
+        if not resource.startswith(DEVICE_PREFIX):
+            return candidates
+        own = self._resource_sets.get(resource, frozenset())
+        if len(own) == 1:
+            return own
+        if not candidates:
+            return frozenset()
+        return (candidates & own) or own
 
     def _price_order(self, gpu_id: str) -> tuple[float, str]:
         return (-self.gpus[gpu_id].usd_per_hour, gpu_id)

@@ -14,7 +14,7 @@ from .catalog import PriceTable
 from .policy import Policy
 from .types import ApprovalVerifier, Request, Workload
 
-__all__ = ["Config", "Extractor", "ParseText", "Referrers", "TemplateLookup"]
+__all__ = ["ClaimLookup", "Config", "Extractor", "ParseText", "Referrers", "TemplateLookup"]
 
 # Reads YAML embedded in objects (Argo's podSpecPatch).
 ParseText = Callable[[str], Any]
@@ -23,15 +23,18 @@ TemplateLookup = Callable[[str, str, bool], "Mapping[str, Any] | None"]
 # (namespace, name, cluster scope) -> the live Workflows that run that WorkflowTemplate,
 # directly or through other templates (their metadata and spec).
 Referrers = Callable[[str, str, bool], "Sequence[Mapping[str, Any]]"]
+# (kind: ResourceClaimTemplate or ResourceClaim, namespace, name) -> that object's spec, or
+# None if unknown here (DRA claims a pod names: resource.k8s.io).
+ClaimLookup = Callable[[str, str, str], "Mapping[str, Any] | None"]
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The table and policy, and four functions: `parse_text` reads YAML in objects,
+    """The table and policy, and five functions: `parse_text` reads YAML in objects,
     `lookup` finds a WorkflowTemplate's spec, `referrers` the live Workflows that run one
-    (None: they cannot be seen here, as offline), `verify_approval` checks an approval
-    token's signature. The core thus imports no YAML or crypto library, holds no key and
-    reads no cluster."""
+    (None: they cannot be seen here, as offline), `claims` a DRA claim's or claim
+    template's, `verify_approval` checks an approval token's signature. The core thus
+    imports no YAML or crypto library, holds no key and reads no cluster."""
 
     table: PriceTable
     policy: Policy
@@ -39,6 +42,7 @@ class Config:
     lookup: TemplateLookup | None = None
     verify_approval: ApprovalVerifier | None = None
     referrers: Referrers | None = None
+    claims: ClaimLookup | None = None
 
 
 class Extractor(Protocol):

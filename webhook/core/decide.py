@@ -30,7 +30,7 @@ from .types import (
     Estimate,
     Reason,
 )
-from .usage import BudgetCharge, BudgetScope, Totals, Usage
+from .usage import AllowanceCharge, AllowanceUse, BudgetCharge, BudgetScope, Totals, Usage
 from .verdict import Findings
 
 __all__ = ["assess"]
@@ -48,6 +48,7 @@ class _Priced(NamedTuple):
     approval: Approval | None = None
     usage: Usage | None = None
     charge: BudgetCharge | None = None
+    allowance: AllowanceCharge | None = None
 
 
 _UNPRICED = _Priced(())
@@ -101,6 +102,9 @@ def assess(context: Context) -> Findings:
         priced.charge,
         pod_labels,
         pod_annotations,
+        None,  # kept_stamp: an update's, set by the engine
+        EMPTY,  # audit
+        priced.allowance,
     )
 
 
@@ -152,15 +156,26 @@ def _priced(context: Context, seconds: int | None) -> _Priced:
     if not policy.limits_anything or workload.suspended:
         # nothing reads the demand; or a suspended Job, which holds and spends nothing until
         # it is resumed, and is checked against quotas and budgets then
-        return _Priced(found, estimate, cost_text, passed.approval)
+        return _Priced(found, estimate, cost_text, passed.approval, None, None, passed.allowance)
     usage = demand(workload, pricing)
     if estimate.run is not None:
         # A schedule holds and spends nothing itself: each run is checked and charged when
         # its controller creates it. Its runs at once must fit the quotas' caps at all.
-        return _Priced((*found, _runs_fit(context, usage, estimate)), estimate, cost_text)
+        runs = _runs_fit(context, usage, estimate)
+        return _Priced(
+            (*found, runs), estimate, cost_text, passed.approval, None, None, passed.allowance
+        )
     # without state (costgate estimate), only what the policy alone decides
     held = limits(context, usage, context.state)
-    return _Priced((*found, held.finding), estimate, cost_text, passed.approval, usage, held.charge)
+    return _Priced(
+        (*found, held.finding),
+        estimate,
+        cost_text,
+        passed.approval,
+        usage,
+        held.charge,
+        passed.allowance,
+    )
 
 
 class _NoUse:
@@ -174,6 +189,9 @@ class _NoUse:
 
     def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float:
         return 0.0
+
+    def allowance_use(self, namespace: str, jti: str) -> AllowanceUse:
+        return {}
 
 
 def _runs_fit(context: Context, one_run: Usage, estimate: Estimate) -> Finding:

@@ -14,6 +14,7 @@ from typing import Any
 from . import messages
 from .config import Config, Extractor
 from .decide import assess
+from .extract.claims import CLAIM_KINDS
 from .extract.kinds import EXTRACTORS, handles
 from .extract.podspec import ObjectError
 from .patch import UNCHANGED, Mutation, mutation
@@ -21,7 +22,7 @@ from .rules.context import Context
 from .rules.labels import check_labels
 from .template_edit import TEMPLATE_KINDS, template_edit
 from .types import ANNOTATION_ESTIMATED_COST, NOBODY, Reason, Request, Requester, Workload
-from .usage import UsageView, without
+from .usage import UsageView, ledger_entry, without
 from .verdict import ALLOW, Decision, Findings, verdict
 
 __all__ = ["Config", "context_for", "evaluate", "handles", "mutate"]
@@ -36,8 +37,11 @@ def context_for(
     now: float = 0.0,
     state: UsageView | None = None,
     requester: Requester = NOBODY,
+    entry: str = "",
+    credit: float = 0.0,
 ) -> Context:
-    """The rules' view of one workload: its namespace's policy and what it is compared with."""
+    """The rules' view of one workload: its namespace's policy and what it is compared with;
+    `entry` and `credit` say what an admission charges (see Context)."""
     policy = config.policy
     return Context(  # positional, in field order (pinned by tests/core/test_verdict.py)
         workload,
@@ -49,6 +53,8 @@ def context_for(
         policy.approval_clock_skew_seconds,
         requester,
         state,
+        entry,
+        credit,
     )
 
 
@@ -116,13 +122,19 @@ def _findings(request: Request, config: Config, now: float, state: UsageView | N
         return Findings(refusals=(exc.reason,), status_code=400)
     if workload is None:
         return _NOTHING
+    if workload.kind in CLAIM_KINDS:  # devices, priced in the pods that use them
+        mode = config.policy.for_namespace(workload.namespace).mode
+        return Findings(workload, mode, workload.problems, warnings=workload.notes, assessed=True)
     if request.operation == "UPDATE":
         kept = _stamp_to_keep(request)
         return _update(request, workload, extractor, config, now, state)._replace(kept_stamp=kept)
     if workload.workload_class == "controlled":
         return Findings(workload=workload, audit={"priced-with": "owner"})
+    entry = ledger_entry(request, now)
     return assess(
-        context_for(workload, config, now=now, state=state, requester=_requester(request))
+        context_for(
+            workload, config, now=now, state=state, requester=_requester(request), entry=entry
+        )
     )
 
 
@@ -174,10 +186,20 @@ def _update(
     # quotas and budgets already hold the old version: measure the new one against the rest
     held = before.usage if before is not None else None
     rest = without(state, held) if state is not None else None
-    found = assess(
-        context_for(workload, config, now=now, state=rest, requester=_requester(request))
+    resumed = old is not None and old.suspended and not workload.suspended
+    # an approval is charged what the update adds to the old estimate; a resume, all of it
+    credit = before.estimate.usd if before and before.estimate and not resumed else 0.0
+    context = context_for(
+        workload,
+        config,
+        now=now,
+        state=rest,
+        requester=_requester(request),
+        entry=ledger_entry(request, now),
+        credit=credit,
     )
-    if old is not None and old.suspended and not workload.suspended:
+    found = assess(context)
+    if resumed:
         # A resume is a new run: Kubernetes starts the deadline again, so the Job can spend
         # its estimate again. Decided like a create; a suspended Job held nothing (holding).
         return found

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["PATTERN", "cel_test", "is_gpu_name"]
+__all__ = ["PATTERN", "cel_claims_test", "cel_test", "is_gpu_name"]
 
 # No backslashes ([.] for a dot), so it reads the same inside a CEL string literal; (?s):
 # a dot matches any character, so that both engines read a name the same way whatever it holds.
@@ -53,3 +53,10 @@ def cel_test(variable: str) -> str:
     """The CEL expression that is true when the string `variable` names a GPU resource, as
     each `requests-gpus` matchCondition writes it."""
     return f"{variable}.lowerAscii().matches('{PATTERN}')"
+
+
+def cel_claims_test(spec: str) -> str:
+    """The CEL expression that is true when the pod spec `spec` names DRA resource claims,
+    as each `requests-gpus` matchCondition writes it: a pod gets GPUs through a claim
+    without naming any GPU resource (the count is in the claim), so every such pod is sent."""
+    return f"(has({spec}.resourceClaims) && size({spec}.resourceClaims) > 0)"

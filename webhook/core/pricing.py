@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Literal, NamedTuple
 
-from .catalog import PriceTable
+from .catalog import DEVICE_PREFIX, PriceTable
 from .policy import NamespacePolicy
 from .types import (
     DEFAULT_GRACE_SECONDS,
@@ -145,10 +145,13 @@ def _line(
         gpu_id, resolved = fitting, True
     else:
         allowed = table.candidates(request.resource)
-        gpu_id, resolved = (allowed[0] if allowed else table.most_expensive()), False
+        gpu_id = allowed[0] if allowed else table.most_expensive()
+        # a DeviceClass of one GPU type pins it, whatever the placement says
+        resolved = len(allowed) == 1 and request.resource.startswith(DEVICE_PREFIX)
     gpu = table.gpus[gpu_id]
-    if rule is None:  # an unpriced GPU-like resource counts as whole GPUs
-        return request.resource, gpu.usd_per_hour, gpu_id, resolved, 1.0
+    if rule is None:  # DRA devices, and an unpriced GPU-like resource: whole GPUs
+        label = gpu_id if request.resource.startswith(DEVICE_PREFIX) else request.resource
+        return label, gpu.usd_per_hour, gpu_id, resolved, 1.0
     if rule.fraction == 1.0:
         return gpu_id, gpu.usd_per_hour, gpu_id, resolved, 1.0
     profile = request.resource.partition("/")[2]

@@ -431,6 +431,9 @@ class Approval(NamedTuple):
     expires_at: int  # Unix seconds
     issued_at: int
     reason: str = ""
+    # The token's id: what is admitted under it is added up in the ledger (a spend allowance)
+    jti: str = ""
+    uses: int | None = None  # the most workloads it may admit; None: no limit but max_usd
 
 
 # Verifies the token in annotation costgate.io/approval: its claims, or why it is no good.

@@ -1,5 +1,6 @@
-"""What workloads hold and what they may hold: quotas, budgets, usage, budget charges, and the
-label names that attribute a workload to an owner and an experiment.
+"""What workloads hold and what they may hold: quotas, budgets, usage, budget charges,
+approvals' allowances, and the label names that attribute a workload to an owner and an
+experiment.
 
 Values only, with their arithmetic; the rules that compare them live in `rules.limits`.
 The current use comes from a `UsageView` the edge passes in (a watch cache of the cluster,
@@ -13,11 +14,14 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal, NamedTuple, Protocol
 
-from .types import INFINITE
+from .types import INFINITE, Approval, Request
 
 __all__ = [
     "EXPERIMENT_LABEL",
     "OWNER_LABEL",
+    "AllowanceCharge",
+    "AllowanceEntry",
+    "AllowanceUse",
     "Budget",
     "BudgetCharge",
     "BudgetPeriod",
@@ -28,6 +32,8 @@ __all__ = [
     "Usage",
     "UsageView",
     "budget_period",
+    "ledger_entry",
+    "object_uid",
     "without",
 ]
 
@@ -129,6 +135,17 @@ class Totals(NamedTuple):
     workloads: int = 0
 
 
+class AllowanceEntry(NamedTuple):
+    """One workload admitted under an approval, as the ledger keeps it."""
+
+    what: str  # how messages name it: `Job "train-a"`
+    usd: float  # what it was charged to the approval
+
+
+# What an approval has admitted: ledger entry (see `ledger_entry`) -> what it was charged.
+AllowanceUse = Mapping[str, AllowanceEntry]
+
+
 class UsageView(Protocol):
     """Current use, read without waiting: the watch cache or the in-memory store."""
 
@@ -139,6 +156,8 @@ class UsageView(Protocol):
     def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float:
         """What `scope` (an experiment's name, or a BudgetScope) spent in `period`."""
         ...
+
+    def allowance_use(self, namespace: str, jti: str) -> AllowanceUse: ...
 
 
 class BudgetCharge(NamedTuple):
@@ -167,6 +186,29 @@ class BudgetCharge(NamedTuple):
         if self.namespace_limit is not None:
             found += ((BudgetScope("namespace"), self.namespace_limit),)
         return found
+
+
+class AllowanceCharge(NamedTuple):
+    """What the edge must charge to an approval's allowance once the workload is admitted,
+    in the same ledger write as its budget charge."""
+
+    approval: Approval
+    usd: float  # what this admission adds under the approval
+    what: str  # how messages name the workload
+    enforce: bool = True  # False in warn mode: record the use even past the allowance
+
+
+def object_uid(request: Request) -> str:
+    """The uid the API server gave the object (the review's own uid if it shows none)."""
+    metadata = request.obj.get("metadata")
+    return str(metadata.get("uid") or request.uid) if isinstance(metadata, dict) else ""
+
+
+def ledger_entry(request: Request, now: float) -> str:
+    """The ledger entry a review charges under: a create its object's uid (a retried review
+    replaces its own charge), an update what it adds under an entry of its own."""
+    uid = object_uid(request)
+    return uid if request.operation == "CREATE" else f"{uid}+{int(now * 1000)}"
 
 
 def budget_period(period: BudgetPeriod, now: float) -> str:
@@ -208,6 +250,9 @@ class _Without:
             scope = BudgetScope("experiment", scope)
         same = namespace == self._old.namespace and scope.covers(self._old.experiment)
         return max(0.0, spent - self._old.usd) if same else spent
+
+    def allowance_use(self, namespace: str, jti: str) -> AllowanceUse:
+        return self._view.allowance_use(namespace, jti)
 
 
 def without(view: UsageView, old: Usage | None) -> UsageView:

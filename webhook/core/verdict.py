@@ -14,7 +14,7 @@ from typing import Literal, NamedTuple
 
 from . import messages
 from .types import EMPTY, Approval, Estimate, Mode, Reason, Workload
-from .usage import BudgetCharge, Usage
+from .usage import AllowanceCharge, BudgetCharge, Usage
 
 __all__ = ["ALLOW", "Decision", "Findings", "Outcome", "refused", "verdict", "with_warning"]
 
@@ -49,6 +49,7 @@ class Findings(NamedTuple):
     # the estimate stamp an update dropped or edited: written back if no new one is
     kept_stamp: str | None = None
     audit: Mapping[str, str] = EMPTY  # more audit annotations
+    allowance: AllowanceCharge | None = None  # the approval's allowance to charge once admitted
 
 
 class Decision(NamedTuple):
@@ -77,6 +78,7 @@ class Decision(NamedTuple):
     pod_annotations: Mapping[str, str] = EMPTY
     usage: Usage | None = None
     charge: BudgetCharge | None = None
+    allowance: AllowanceCharge | None = None
 
     @property
     def decided(self) -> Literal["allow", "deny", "warn"]:
@@ -132,6 +134,7 @@ def verdict(found: Findings, *, words: bool = True) -> Decision:
         found.pod_annotations if allowed else EMPTY,
         found.usage if allowed else None,
         found.charge if allowed else None,
+        found.allowance if admitted else None,
     )
 
 
@@ -195,7 +198,7 @@ def with_warning(decision: Decision, text: str) -> Decision:
     """`decision` admitted without being recorded (the state is out of reach and the policy
     allows it), saying so."""
     found = decision.findings
-    return verdict(found._replace(warnings=(*found.warnings, text), charge=None))
+    return verdict(found._replace(warnings=(*found.warnings, text), charge=None, allowance=None))
 
 
 ALLOW = verdict(Findings())

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..core.usage import BudgetScope, Totals
+from ..core.usage import AllowanceUse, BudgetScope, Totals
 from ..core.verdict import Decision
 from .ledger import ChargeResult, Ledger, MemoryLedger
 from .tally import Tally
@@ -55,16 +55,20 @@ class State:
     def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float:
         return self.ledger.spent(namespace, scope, period)
 
+    def allowance_use(self, namespace: str, jti: str) -> AllowanceUse:
+        return self.ledger.allowance_use(namespace, jti)
+
     def record(
         self, uid: str, decision: Decision, now: float, entry: str = ""
     ) -> ChargeResult | None:
-        """Charge the budget (under ledger `entry`, default the uid), then hold the usage
-        under the object's uid, for an admitted workload. The charge can fail (over the
-        budget after all: another replica spent it first; or the ledger is unreachable):
-        then nothing is held and the caller denies."""
+        """Charge the budget and the approval's allowance (in one write, under ledger `entry`,
+        default the uid), then hold the usage under the object's uid, for an admitted
+        workload. The charge can fail (over the budget or the allowance after all: another
+        replica spent it first; or the ledger is unreachable): then nothing is held and the
+        caller denies."""
         result = None
-        if decision.charge is not None:
-            result = self.ledger.charge(decision.charge, entry or uid, now)
+        if decision.charge is not None or decision.allowance is not None:
+            result = self.ledger.charge(decision.charge, entry or uid, now, decision.allowance)
             if not result.ok:
                 return result
         if decision.usage is not None:

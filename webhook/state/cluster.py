@@ -1,6 +1,7 @@
 """Cluster state through the official `kubernetes` client: a watch cache of live costed
 workloads, WorkflowTemplates for Workflows that reference them (and the live Workflows
-filed by the templates they run), and the budget ledgers.
+filed by the templates they run), the DRA claims and claim templates pods name, and the
+budget ledgers.
 
 One Watcher (`.watch`) per resource keeps it current; the cache keeps only a small Usage per
 costed workload. Admission never calls the API server for quotas: it reads the sums this
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.config import Config, Referrers, TemplateLookup
+from ..core.config import ClaimLookup, Config, Referrers, TemplateLookup
 from ..core.holding import holding
 from ..core.types import ANNOTATION_ESTIMATED_COST
 from . import State
@@ -60,6 +61,7 @@ class ClusterState:
         self.stale_after = stale_after
         self._templates: dict[tuple[str, str, bool], Any] = {}
         self.workflows_by_template = WorkflowsByTemplate()
+        self._claims: dict[tuple[str, str, str], Any] = {}  # (kind, namespace, name) -> spec
         self._seen: dict[str, float] = {}  # uid -> when last seen, for ledger reconciliation
         self._stopping = threading.Event()
         self._periodic: list[threading.Thread] = []
@@ -77,6 +79,25 @@ class ClusterState:
             argo_resource("workflowtemplates", "WorkflowTemplate"),
             argo_resource("clusterworkflowtemplates", "ClusterWorkflowTemplate"),
         ]
+        # DRA claims and claim templates, for the GPUs of the pods that name them; optional:
+        # resource.k8s.io/v1 is served from Kubernetes 1.34
+        dra = client.ResourceV1Api(api_client)
+        claims = [
+            Resource(
+                "resourceclaimtemplates",
+                "resource.k8s.io",
+                "ResourceClaimTemplate",
+                dra.list_resource_claim_template_for_all_namespaces,
+                optional=True,
+            ),
+            Resource(
+                "resourceclaims",
+                "resource.k8s.io",
+                "ResourceClaim",
+                dra.list_resource_claim_for_all_namespaces,
+                optional=True,
+            ),
+        ]
         ledgers = Resource(
             "ledgers",
             "",
@@ -89,6 +110,7 @@ class ClusterState:
         self.watchers = [
             *(self._running_watcher(r, options) for r in running),
             *(self._template_watcher(r, options) for r in templates),
+            *(self._claim_watcher(r, options) for r in claims),
             self._ledger_watcher(ledgers, options),
         ]
 
@@ -158,6 +180,15 @@ class ClusterState:
     def referrers(self) -> Referrers:
         """The live Workflows that run a template, for a template edit's review."""
         return self.workflows_by_template
+
+    def claims(self) -> ClaimLookup:
+        """The DRA claims and claim templates pods name, from the watch cache."""
+        claims = self._claims
+
+        def find(kind: str, namespace: str, name: str) -> Any:
+            return claims.get((kind, namespace, name))
+
+        return find
 
     def seen(self, uid: str) -> bool | None:
         """Whether an object with this uid was seen (for the ledger); None when the cache
@@ -242,6 +273,27 @@ class ClusterState:
             self._templates.update(fresh)
             for template, spec in fresh.items():
                 by_template.template(template, spec)
+
+        return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
+
+    def _claim_watcher(self, resource: Resource, options: dict[str, int]) -> Watcher:
+        kind = resource.kind
+
+        def key(obj: dict[str, Any]) -> tuple[str, str, str]:
+            metadata = obj.get("metadata") or {}
+            return (kind, str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+
+        def on_event(event: str, obj: dict[str, Any]) -> None:
+            if event == "DELETED":
+                self._claims.pop(key(obj), None)
+            else:
+                self._claims[key(obj)] = obj.get("spec")
+
+        def on_relist(items: Iterator[dict[str, Any]]) -> None:
+            fresh = {key(obj): obj.get("spec") for obj in items}
+            for stale in [k for k in self._claims if k[0] == kind and k not in fresh]:
+                self._claims.pop(stale, None)
+            self._claims.update(fresh)
 
         return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
 

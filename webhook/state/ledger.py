@@ -3,7 +3,10 @@
 One document per namespace (in the cluster, the ConfigMap `costgate-ledger-<namespace>`):
 
     {"spent":   {"<experiment>/<period>": usd, ...},           # confirmed charges
-     "pending": {"<entry>": ["<experiment>/<period>", usd, unix_time], ...}}
+     "pending": {"<entry>": ["<experiment>/<period>", usd, unix_time], ...},
+     "approvals": {"<jti>": {"until": unix_time,                # the token's expiry
+                             "spent":   {"<entry>": ["<what>", usd], ...},
+                             "pending": {"<entry>": ["<what>", usd, unix_time], ...}}}}
 
 A budget of several experiments (the shared one of unlisted experiments, the namespace's)
 is the sum of their keys in the period, so it is read and charged in the same document
@@ -12,8 +15,11 @@ write as the experiment's own: no replica can pass either by racing another.
 A charge is written as pending under the object's uid. The validating webhook sees the
 object before it is stored, and a later webhook may still deny it, so a pending charge is
 confirmed once the watch cache has seen the object, and dropped when the object never
-appeared within a grace period. The arithmetic lives in the pure functions below; the two
-ledgers (memory, ConfigMap) only differ in how they store a document.
+appeared within a grace period. What an approval admitted is kept per object (the denial
+names them) and charged in the same write as the budget, so the two cannot half-happen; a
+token's entries are forgotten a day after it expired. The arithmetic lives in the pure
+functions below; the two ledgers (memory, ConfigMap) only differ in how they store a
+document.
 """
 
 from __future__ import annotations
@@ -28,18 +34,23 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from ..core.usage import BudgetCharge, BudgetScope
+from ..core.rules.approval import check_allowance
+from ..core.types import Reason
+from ..core.usage import AllowanceCharge, AllowanceEntry, BudgetCharge, BudgetScope
 
 __all__ = [
     "ChargeResult",
     "ConfigMapLedger",
     "Ledger",
     "MemoryLedger",
+    "allowance_in",
     "budget_key",
     "reconciled",
     "spent_by",
     "spent_in",
+    "with_allowance",
     "with_charge",
+    "with_charges",
 ]
 
 log = logging.getLogger("costgate.ledger")
@@ -48,12 +59,16 @@ Doc = dict[str, Any]
 DATA_KEY = "ledger.json"
 NAME_PREFIX = "costgate-ledger-"
 GRACE_SECONDS = 300.0  # a charge whose object is not seen by then was denied later: dropped
+# An approval's entries are kept this long after it expired (no review can use it by then,
+# whatever the policy's clock skew), then dropped, so the document does not grow for ever.
+KEEP_AFTER_EXPIRY = 86400.0
 
 
 class ChargeResult(NamedTuple):
     ok: bool
     spent: float  # what the deciding budget had spent in the period before this charge
     error: str = ""  # the ledger could not be read or written
+    refusal: Reason | None = None  # the approval's allowance refused the charge: why
     budget: int = 0  # the deciding budget (that refused it): its index in charge.budgets()
 
 
@@ -152,7 +167,62 @@ def with_charge(
             return None, spent, index
         first = spent if index == 0 else first
     pending[entry] = [key, round(charge.usd, 2), round(now, 3)]
-    return {"spent": dict(doc.get("spent", {})), "pending": pending}, first, 0
+    return {**doc, "spent": dict(doc.get("spent", {})), "pending": pending}, first, 0
+
+
+def allowance_in(doc: Doc, jti: str) -> dict[str, AllowanceEntry]:
+    """What approval `jti` admitted, confirmed and pending, per ledger entry."""
+    section = doc.get("approvals", {}).get(jti)
+    if not section:
+        return {}
+    use = {k: AllowanceEntry(what, usd) for k, (what, usd) in section.get("spent", {}).items()}
+    pending = section.get("pending", {})
+    use.update({k: AllowanceEntry(what, usd) for k, (what, usd, _) in pending.items()})
+    return use
+
+
+def with_allowance(
+    doc: Doc, allowance: AllowanceCharge, entry: str, now: float
+) -> tuple[Doc | None, Reason | None]:
+    """(the document with the approval charged under `entry`, or None when its allowance
+    cannot take it; why not). The rule is the core's (rules.approval.check_allowance), here
+    applied to the document about to be written."""
+    approval = allowance.approval
+    if allowance.enforce:
+        refusal = check_allowance(allowance, allowance_in(doc, approval.jti), entry)
+        if refusal is not None:
+            return None, refusal
+    approvals = dict(doc.get("approvals", {}))
+    section = approvals.get(approval.jti) or {"spent": {}, "pending": {}}
+    pending = dict(section.get("pending", {}))
+    pending.pop(entry, None)  # a retried review replaces its own entry
+    pending[entry] = [allowance.what, round(allowance.usd, 2), round(now, 3)]
+    spent = {k: v for k, v in section.get("spent", {}).items() if k != entry}
+    approvals[approval.jti] = {"until": approval.expires_at, "spent": spent, "pending": pending}
+    return {**doc, "approvals": approvals}, None
+
+
+def with_charges(
+    doc: Doc,
+    charge: BudgetCharge | None,
+    allowance: AllowanceCharge | None,
+    entry: str,
+    now: float,
+) -> tuple[Doc | None, ChargeResult]:
+    """The budget charge and the approval charge of one admission, both or neither: (the
+    document with them, or None when one is refused; the result to report)."""
+    spent = 0.0
+    if charge is not None:
+        charged, spent, budget = with_charge(doc, charge, entry, now)
+        if charged is None:
+            return None, ChargeResult(False, spent, budget=budget)
+        doc = charged
+    if allowance is not None:
+        allowed, refusal = with_allowance(doc, allowance, entry, now)
+        if allowed is None:
+            return None, ChargeResult(False, spent, refusal=refusal)
+        doc = allowed
+    return doc, ChargeResult(True, spent)
 
 
 def reconciled(
@@ -174,7 +244,60 @@ def reconciled(
             continue
         del pending[entry]
         changed = True
-    return {"spent": spent, "pending": pending} if changed else None
+    approvals = _approvals_reconciled(doc.get("approvals", {}), seen, now, grace)
+    if approvals is not None:
+        changed = True
+    else:
+        approvals = doc.get("approvals", {})
+    if not changed:
+        return None
+    updated: Doc = {**doc, "spent": spent, "pending": pending}
+    if approvals:
+        updated["approvals"] = approvals
+    else:
+        updated.pop("approvals", None)
+    return updated
+
+
+def _approvals_reconciled(
+    approvals: dict[str, Any], seen: Callable[[str], bool | None], now: float, grace: float
+) -> dict[str, Any] | None:
+    """The approvals section with pending entries confirmed or dropped as budget charges
+    are, and tokens expired for a day forgotten; None when nothing changes."""
+    changed = False
+    kept: dict[str, Any] = {}
+    for jti, section in approvals.items():
+        if now > float(section.get("until", 0)) + KEEP_AFTER_EXPIRY:
+            changed = True
+            continue
+        spent = dict(section.get("spent", {}))
+        pending = dict(section.get("pending", {}))
+        for entry, (what, usd, at) in list(pending.items()):
+            verdict = seen(entry.partition("+")[0])
+            if verdict:
+                spent[entry] = [what, usd]
+            elif verdict is False and now - at > grace:
+                log.info(
+                    "dropped an approval's charge whose object never appeared",
+                    extra={"entry": entry, "jti": jti},
+                )
+            else:
+                continue
+            del pending[entry]
+            changed = True
+        kept[jti] = {**section, "spent": spent, "pending": pending}
+    return kept if changed else None
+
+
+def _due(doc: Doc, now: float) -> bool:
+    """Whether reconciling could change the document: pending charges, or a token past
+    keeping."""
+    if doc.get("pending"):
+        return True
+    return any(
+        section.get("pending") or now > float(section.get("until", 0)) + KEEP_AFTER_EXPIRY
+        for section in doc.get("approvals", {}).values()
+    )
 
 
 class Ledger(Protocol):
@@ -182,7 +305,15 @@ class Ledger(Protocol):
 
     def spent(self, namespace: str, scope: str | BudgetScope, period: str) -> float: ...
 
-    def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult: ...
+    def charge(
+        self,
+        charge: BudgetCharge | None,
+        entry: str,
+        now: float,
+        allowance: AllowanceCharge | None = None,
+    ) -> ChargeResult: ...
+
+    def allowance_use(self, namespace: str, jti: str) -> dict[str, AllowanceEntry]: ...
 
     def document(self, namespace: str) -> Doc: ...
 
@@ -203,14 +334,24 @@ class MemoryLedger:
         doc = self._docs.get(namespace)
         return _spent(self._sums, namespace, doc, _scope(scope), period) if doc else 0.0
 
-    def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult:
+    def charge(
+        self,
+        charge: BudgetCharge | None,
+        entry: str,
+        now: float,
+        allowance: AllowanceCharge | None = None,
+    ) -> ChargeResult:
+        namespace = _namespace(charge, allowance)
         with self._lock:
-            found = self._docs.get(charge.namespace, _empty())
-            doc, spent, budget = with_charge(found, charge, entry, now)
-            if doc is None:
-                return ChargeResult(False, spent, budget=budget)
-            self._docs[charge.namespace] = doc
-            return ChargeResult(True, spent)
+            doc = self._docs.get(namespace, _empty())
+            updated, result = with_charges(doc, charge, allowance, entry, now)
+            if updated is not None:
+                self._docs[namespace] = updated
+            return result
+
+    def allowance_use(self, namespace: str, jti: str) -> dict[str, AllowanceEntry]:
+        doc = self._docs.get(namespace)
+        return allowance_in(doc, jti) if doc else {}
 
     def document(self, namespace: str) -> Doc:
         return self._docs.get(namespace, _empty())
@@ -221,6 +362,15 @@ class MemoryLedger:
 
 def _scope(scope: str | BudgetScope) -> BudgetScope:
     return BudgetScope("experiment", scope) if isinstance(scope, str) else scope
+
+
+def _namespace(charge: BudgetCharge | None, allowance: AllowanceCharge | None) -> str:
+    """The namespace whose document one admission's charges go to (both name the
+    workload's: an approval is for one namespace)."""
+    if charge is not None:
+        return charge.namespace
+    assert allowance is not None, "nothing to charge"
+    return allowance.approval.namespace
 
 
 def _decode(configmap: dict[str, Any]) -> Doc:
@@ -298,37 +448,44 @@ class ConfigMapLedger:
         found = self._cache.get(namespace)
         return found[1] if found else _empty()
 
+    def allowance_use(self, namespace: str, jti: str) -> dict[str, AllowanceEntry]:
+        found = self._cache.get(namespace)
+        return allowance_in(found[1], jti) if found else {}
+
     def namespaces(self) -> list[str]:
         return sorted(self._cache)
 
-    def charge(self, charge: BudgetCharge, entry: str, now: float) -> ChargeResult:
-        deciding = [0]  # which budget refused, from the last (the stored) document read
-
-        def change(doc: Doc) -> tuple[Doc | None, float]:
-            updated, spent, deciding[0] = with_charge(doc, charge, entry, now)
-            return updated, spent
-
-        result = self._update(charge.namespace, change)
-        return result if result.ok or result.error else result._replace(budget=deciding[0])
+    def charge(
+        self,
+        charge: BudgetCharge | None,
+        entry: str,
+        now: float,
+        allowance: AllowanceCharge | None = None,
+    ) -> ChargeResult:
+        return self._update(
+            _namespace(charge, allowance),
+            lambda doc: with_charges(doc, charge, allowance, entry, now),
+        )
 
     def reconcile(self, seen: Callable[[str], bool | None], now: float) -> int:
         """Confirm or drop pending charges in every ledger; the number of ledgers written."""
+
+        def change(doc: Doc) -> tuple[Doc | None, ChargeResult]:
+            updated = reconciled(doc, seen, now, self.grace)
+            return (doc, _UNCHANGED) if updated is None else (updated, _WRITTEN)
+
         written = 0
         for namespace in list(self._cache):
-            if not self._cache[namespace][1].get("pending"):
+            if not _due(self._cache[namespace][1], now):
                 continue
-            result = self._update(
-                namespace,
-                lambda doc: (reconciled(doc, seen, now, self.grace) or doc, 0.0),
-                only_changed=True,
-            )
+            result = self._update(namespace, change, only_changed=True)
             written += result.ok
         return written
 
     def _update(
         self,
         namespace: str,
-        change: Callable[[Doc], tuple[Doc | None, float]],
+        change: Callable[[Doc], tuple[Doc | None, ChargeResult]],
         *,
         only_changed: bool = False,
     ) -> ChargeResult:
@@ -347,7 +504,7 @@ class ConfigMapLedger:
     def _change(
         self,
         namespace: str,
-        change: Callable[[Doc], tuple[Doc | None, float]],
+        change: Callable[[Doc], tuple[Doc | None, ChargeResult]],
         only_changed: bool,
         end: float,
     ) -> ChargeResult:
@@ -358,16 +515,16 @@ class ConfigMapLedger:
         for attempt in range(self._attempts):
             try:
                 version, doc = self._read(namespace, name, fresh, end)
-                updated, spent = change(doc)
+                updated, result = change(doc)
                 if updated is None:
                     if fresh:
-                        return ChargeResult(False, spent)
+                        return result
                     fresh = True  # refused on a cached copy: decide on the stored one
                     continue
                 if only_changed and updated is doc:
-                    return ChargeResult(False, spent)
+                    return result
                 self._write(namespace, name, version, updated, end)
-                return ChargeResult(True, spent)
+                return result
             except ApiException as exc:
                 if exc.status == 409:  # someone wrote first: read again, recompute
                     fresh = True
@@ -434,6 +591,10 @@ class ConfigMapLedger:
         stored = orjson.loads(response.data)
         with self._lock:
             self._cache[namespace] = (str(stored["metadata"]["resourceVersion"]), doc)
+
+
+_UNCHANGED = ChargeResult(False, 0.0)  # a reconciliation that had nothing to write
+_WRITTEN = ChargeResult(True, 0.0)
 
 
 def _without_retries(api: Any) -> Any:

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..catalog import PriceTable
-from ..config import Config
+from ..config import ClaimLookup, Config
 from ..policy import Policy
 from ..types import PodShape, Reason, Request, Workload
+from .claims import with_claims
 from .cron import read_schedule
 from .owner import owner_class, run_of
 from .podspec import (
@@ -52,12 +53,26 @@ def _job_workload(
     labels: Mapping[str, str],
     annotations: Mapping[str, str],
     metadata: Mapping[str, Any],
+    claims_lookup: ClaimLookup | None = None,
 ) -> Workload | None:
     template = field(job_spec, "template", path, dict, {})
     pod_spec = field(template, "spec", f"{path}.template", dict, {})
     problems: list[Reason] = []
     gpus = read_gpus(pod_spec, f"{path}.template.spec", table, problems)
-    if not gpus and not problems:
+    unresolved: tuple[str, ...] = ()
+    claims = pod_spec.get("resourceClaims")
+    if claims:  # DRA: a claim template is one claim per pod; a ResourceClaim is shared
+        namespace = identity(request, metadata)[0]
+        gpus, unresolved = with_claims(
+            gpus,
+            claims,
+            f"{path}.template.spec",
+            namespace,
+            problems,
+            table=table,
+            lookup=claims_lookup,
+        )
+    if not gpus and not problems and not unresolved:
         return None
     _, pod_labels, pod_annotations = read_metadata(template, f"{path}.template")
     parallelism = _count(job_spec, "parallelism", path)
@@ -92,6 +107,7 @@ def _job_workload(
         existing_deadline=read_deadline(job_spec, path),
         deadline_path=f"{pointer(path)}/activeDeadlineSeconds",
         problems=tuple(problems),
+        unresolved=unresolved,
         copy_to=(f"{pointer(path)}/template/metadata",),
         # a CronJob's jobTemplate.spec.suspend only makes its Jobs start suspended
         suspended=kind == "Job" and field(job_spec, "suspend", path, bool, False),
@@ -110,6 +126,7 @@ def extract_job(request: Request, config: Config, /) -> Workload | None:
         kind="Job",
         table=config.table,
         policy=config.policy,
+        claims_lookup=config.claims,
         labels=labels,
         annotations=annotations,
         metadata=metadata,
@@ -132,6 +149,7 @@ def extract_cronjob(request: Request, config: Config, /) -> Workload | None:
         kind="CronJob",
         table=config.table,
         policy=config.policy,
+        claims_lookup=config.claims,
         labels={**job_labels, **labels},
         annotations={**job_annotations, **annotations},
         metadata=metadata,

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from ..config import Extractor
+from .claims import extract_resource_claim, extract_resource_claim_template
 from .job import extract_cronjob, extract_job
 from .pod import extract_pod
 from .workflow import extract_cronworkflow, extract_workflow, extract_workflow_template
@@ -24,6 +25,8 @@ EXTRACTORS: Mapping[tuple[str, str], Extractor] = MappingProxyType(
         ("argoproj.io", "CronWorkflow"): extract_cronworkflow,
         ("argoproj.io", "WorkflowTemplate"): extract_workflow_template,
         ("argoproj.io", "ClusterWorkflowTemplate"): extract_workflow_template,
+        ("resource.k8s.io", "ResourceClaim"): extract_resource_claim,
+        ("resource.k8s.io", "ResourceClaimTemplate"): extract_resource_claim_template,
     }
 )
 

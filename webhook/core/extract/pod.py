@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import Config
 from ..types import PodShape, Reason, Request, Workload
+from .claims import with_claims
 from .owner import owner_class
 from .podspec import (
     field,
@@ -24,7 +25,14 @@ def extract_pod(request: Request, config: Config, /) -> Workload | None:
     spec = field(obj, "spec", "", dict, {})
     problems: list[Reason] = []
     gpus = read_gpus(spec, "spec", config.table, problems)
-    if not gpus and not problems:
+    unresolved: tuple[str, ...] = ()
+    claims = spec.get("resourceClaims")
+    if claims:  # DRA: devices counted in claims, not in container resources
+        namespace = identity(request, field(obj, "metadata", "", dict, {}))[0]
+        gpus, unresolved = with_claims(
+            gpus, claims, "spec", namespace, problems, table=config.table, lookup=config.claims
+        )
+    if not gpus and not problems and not unresolved:
         return None
     metadata, labels, annotations = read_metadata(obj)
     placement = read_placement(spec, "spec", annotations)
@@ -43,4 +51,5 @@ def extract_pod(request: Request, config: Config, /) -> Workload | None:
         existing_deadline=read_deadline(spec, "spec"),
         deadline_path="/spec/activeDeadlineSeconds",
         problems=tuple(problems),
+        unresolved=unresolved,
     )

@@ -3,13 +3,14 @@ that does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ..types import (
     ANNOTATION_APPROVAL,
     Approval,
 )
 from .text import (
+    MAX_LISTED,
     money,
     quote,
     utc,
@@ -17,6 +18,9 @@ from .text import (
 )
 
 __all__ = [
+    "allowance_at_admission",
+    "allowance_spent",
+    "allowance_uses_spent",
     "approval_above_grant",
     "approval_bad_signature",
     "approval_expired",
@@ -129,6 +133,52 @@ def approval_above_grant(approval: Approval, namespace: str, most: float) -> str
         f"{_approval(approval)} grants {money(approval.max_usd)}, more than the {money(most)} "
         f"one approval may grant in namespace {quote(namespace)}"
     )
+
+
+def _admitted(objects: Sequence[tuple[str, float]], amounts: bool = True) -> str:
+    """`Job "a" ($1,320.00) and Job "b" ($1,320.00)`, the first MAX_LISTED named."""
+    named = [f"{what} ({money(usd)})" if amounts else what for what, usd in objects[:MAX_LISTED]]
+    if len(objects) > MAX_LISTED:
+        named.append(f"{len(objects) - MAX_LISTED} more")
+    return named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+
+
+def _new_one(approval: Approval) -> str:
+    return f"ask {quote(approval.approver)} for a new approval (costgate approve ...)"
+
+
+def allowance_spent(
+    approval: Approval, objects: Sequence[tuple[str, float]], need: float, what: str
+) -> str:
+    """The approval's allowance cannot take this workload: `objects` are what it admitted."""
+    used = round(sum(usd for _, usd in objects), 2)
+    already = (
+        f"{money(used)} is already admitted under it by {_admitted(objects)}"
+        if objects
+        else "nothing is admitted under it yet"
+    )
+    return (
+        f"{_approval(approval)}, id {approval.jti}, allows {money(approval.max_usd)} in all; "
+        f"{already}; this {what} needs {money(need)} more, {money(used + need - approval.max_usd)} "
+        f"past it; {_new_one(approval)}"
+    )
+
+
+def allowance_uses_spent(
+    approval: Approval, objects: Sequence[tuple[str, float]], what: str
+) -> str:
+    """The approval admitted as many workloads as its `uses` allow."""
+    count = "one workload" if approval.uses == 1 else f"{approval.uses} workloads"
+    return (
+        f"{_approval(approval)}, id {approval.jti}, admits {count}, and it admitted "
+        f"{_admitted(objects, amounts=False)}; this {what} would be one more; "
+        f"{_new_one(approval)}"
+    )
+
+
+def allowance_at_admission(approval: Approval) -> str:
+    """Offline (costgate estimate) there is no ledger to add up what a token admitted."""
+    return warning(f"approval {approval.jti} is a spend allowance, added up at admission, not here")
 
 
 def approval_malformed(detail: str) -> str:

@@ -1,8 +1,10 @@
 """Whether a verified approval covers a workload: bound to namespace, experiment (or name),
-cost and time, and given by someone who may approve here.
+cost and time, given by someone who may approve here, and with enough of its allowance left.
 
 The signature was checked before (webhook.approvals holds the keys); this module only
-compares claims with the workload, with the clock passed in.
+compares claims with the workload, with the clock passed in, and what the ledger says the
+token already admitted with what this workload adds (`check_allowance`, which the ledger's
+own write calls again, atomically).
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 from .. import messages
 from ..policy import ApproverIdentities, NamespacePolicy
 from ..types import NOBODY, Approval, Estimate, Reason, Requester, Workload
-from ..usage import EXPERIMENT_LABEL, OWNER_LABEL
+from ..usage import EXPERIMENT_LABEL, OWNER_LABEL, AllowanceCharge, AllowanceUse
 
-__all__ = ["check_approval", "same_person"]
+__all__ = ["check_allowance", "check_approval", "same_person"]
 
 _NO_IDENTITIES = ApproverIdentities()
 
@@ -116,3 +118,35 @@ def check_approval(
             messages.approval_above_grant(approval, workload.namespace, policy.max_approval_usd)
         )
     return [Reason("invalid-approval", text) for text in problems]
+
+
+def _by_object(use: AllowanceUse) -> dict[str, tuple[str, float]]:
+    """What each object was charged, its entries added up (an update or a resume charges
+    under an entry of its own, `<uid>+<ms>`), in the order they were admitted."""
+    objects: dict[str, tuple[str, float]] = {}
+    for entry, (what, usd) in use.items():
+        uid = entry.partition("+")[0]
+        _, before = objects.get(uid, (what, 0.0))
+        objects[uid] = (what, round(before + usd, 2))
+    return objects
+
+
+def check_allowance(charge: AllowanceCharge, use: AllowanceUse, entry: str) -> Reason | None:
+    """Why the approval cannot take `charge` under ledger `entry`, given what it admitted
+    (`use`); None when it can. A retried review replaces its own entry rather than adding
+    to it; an object already admitted under the token is not a new use."""
+    approval = charge.approval
+    others = {key: value for key, value in use.items() if key != entry}
+    objects = _by_object(others)
+    if (
+        approval.uses is not None
+        and entry.partition("+")[0] not in objects
+        and len(objects) >= approval.uses
+    ):
+        text = messages.allowance_uses_spent(approval, list(objects.values()), charge.what)
+        return Reason("invalid-approval", text)
+    used = sum(usd for _, usd in objects.values())
+    if charge.usd > 0 and used + charge.usd > approval.max_usd + 1e-9:
+        text = messages.allowance_spent(approval, list(objects.values()), charge.usd, charge.what)
+        return Reason("invalid-approval", text)
+    return None

@@ -30,6 +30,10 @@ class Context(NamedTuple):
     skew: int = 60  # approval clock skew allowed, seconds
     requester: Requester = NOBODY  # who the API server authenticated
     state: UsageView | None = None  # current use; None: quotas and budgets are not checked
+    # The ledger entry this review charges under (usage.ledger_entry), and what the object's
+    # version before an update holds already: an update charges its approval what it adds.
+    entry: str = ""
+    credit: float = 0.0
 
 
 class Finding(NamedTuple):

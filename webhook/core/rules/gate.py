@@ -1,5 +1,6 @@
 """The cost gate: a workload dearer than its namespace's threshold needs an approval that
-covers it (signed by an approver who may approve here, not by its requester or owner)."""
+covers it (signed by an approver who may approve here, not by its requester or owner), with
+enough of its allowance left: what one token admits is added up, across workloads."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import NamedTuple
 
 from .. import messages
 from ..types import ANNOTATION_APPROVAL, Approval, Estimate, Reason
-from .approval import check_approval
+from ..usage import AllowanceCharge
+from .approval import check_allowance, check_approval
 from .context import NOTHING, Context, Finding
 
 __all__ = ["OPEN", "Gate", "gate", "threshold"]
@@ -17,6 +19,7 @@ class Gate(NamedTuple):
     finding: Finding
     approval: Approval | None  # the approval that lifted the gate
     cost_text: str = ""  # messages.cost(estimate), when the gate had to say it
+    allowance: AllowanceCharge | None = None  # what to charge the approval once admitted
 
 
 OPEN = Gate(NOTHING, None)  # under the threshold: nothing found, nothing needed
@@ -73,4 +76,20 @@ def gate(context: Context, estimate: Estimate) -> Gate:
     )
     if problems:
         return Gate(Finding(tuple(problems)), None, cost_text)
-    return Gate(Finding(warnings=(messages.approved(verified),)), verified, cost_text)
+    approved = messages.approved(verified)
+    if workload.suspended or workload.workload_class != "batch":
+        # A suspended Job spends nothing until resumed, and is checked again then. Serving
+        # pods are priced one by one per month and replace each other (a rollout, a restart):
+        # each is held to the maximum alone, or an allowance would run out with rollouts.
+        return Gate(Finding(warnings=(approved,)), verified, cost_text)
+    need = round(max(0.0, estimate.usd - context.credit), 2)
+    what = f"{workload.kind} {messages.quote(workload.display_name)}"
+    allowance = AllowanceCharge(verified, need, what, policy.mode == "enforce")
+    if context.state is None:  # offline: no ledger says what the token admitted
+        notes = (approved, messages.allowance_at_admission(verified))
+        return Gate(Finding(warnings=notes), verified, cost_text, allowance)
+    use = context.state.allowance_use(namespace, verified.jti)
+    spent = check_allowance(allowance, use, context.entry)
+    if spent is not None:  # in warn mode admitted all the same, and its use recorded
+        return Gate(Finding((spent,)), verified, cost_text, allowance)
+    return Gate(Finding(warnings=(approved,)), verified, cost_text, allowance)

@@ -5,6 +5,7 @@ namespace allows.
 from __future__ import annotations
 
 from .. import messages
+from ..catalog import DEVICE_PREFIX
 from ..pricing import Pricing
 from ..types import Reason
 from .context import NOTHING, Context, Finding
@@ -40,6 +41,9 @@ def gpu_types(context: Context, pricing: Pricing) -> Finding:
         if resolution.annotation_outpriced:
             warnings.append(messages.annotation_outpriced(*resolution.annotation_outpriced))
     if pricing.unresolved and not reasons:
+        unknown_classes = _unknown_device_classes(context)
+        if unknown_classes:
+            return _unknown_devices(context, unknown_classes, warnings)
         # gathered only here: most workloads pin their type, and this runs per request
         unknown_labels = [label for r in pricing.resolutions for label in r.unknown_labels]
         # policy gpu_type_annotation: checked, and only the annotation names the type
@@ -70,6 +74,30 @@ def gpu_types(context: Context, pricing: Pricing) -> Finding:
     return Finding(tuple(reasons), tuple(warnings))
 
 
+def _unknown_device_classes(context: Context) -> list[str]:
+    """DeviceClasses the workload's claims name that the pricing table does not list."""
+    table = context.table
+    found = {
+        name
+        for shape in context.workload.pods
+        for request in shape.gpus
+        if (name := table.device_class_of(request.resource)) is not None
+        and name not in table.device_classes
+    }
+    return sorted(found)
+
+
+def _unknown_devices(context: Context, classes: list[str], warnings: list[str]) -> Finding:
+    """Claims from a DeviceClass the table lacks: priced as the dearest GPU, or denied, as
+    the namespace's unknown_gpu says; the message names the class and where to add it."""
+    if context.policy.unknown_gpu == "deny":
+        text = messages.unknown_device_class_denied(classes, context.workload.namespace)
+        return Finding((Reason("unknown-gpu-type", text),), tuple(warnings))
+    gpu = context.table.gpus[context.table.most_expensive()]
+    warnings.append(messages.unknown_device_class_priced(classes, gpu.id, gpu.usd_per_hour))
+    return Finding((), tuple(warnings))
+
+
 def allowed_types(context: Context, pricing: Pricing) -> Finding:
     """Every GPU the workload may land on must be of a type the namespace allows. A pod
     that pins no type may land on any GPU, so it must pin one."""
@@ -82,10 +110,15 @@ def allowed_types(context: Context, pricing: Pricing) -> Finding:
     for shape, resolution in zip(context.workload.pods, pricing.resolutions, strict=True):
         if not shape.gpus:
             continue
-        if not resolution.candidates:
+        candidates = resolution.candidates
+        if any(g.resource.startswith(DEVICE_PREFIX) for g in shape.gpus):
+            # DRA devices: their DeviceClass may pin the type the placement leaves open
+            lines = [context.table.line_types(g.resource, candidates) for g in shape.gpus]
+            candidates = frozenset().union(*lines) if all(lines) else frozenset()
+        if not candidates:
             text = messages.gpu_type_unpinned(namespace, sorted(allowed))
         else:
-            refused = list(context.table.by_price(resolution.candidates - allowed))
+            refused = list(context.table.by_price(candidates - allowed))
             if not refused:
                 continue
             text = messages.gpu_type_not_allowed(
