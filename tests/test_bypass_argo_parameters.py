@@ -386,3 +386,28 @@ def test_argo_examples_with_parameters_still_pass(default: AdmissionService) -> 
     obj["metadata"]["namespace"] = "team-a"
     response = answer(default, obj)
     assert response["allowed"] and not response.get("warnings")
+
+
+def test_a_template_called_with_many_inputs_is_refused_once(default: AdmissionService) -> None:
+    """The template is read once per distinct input; its problem is one reason, not ten."""
+    steps = [
+        [
+            {
+                "name": f"s{i}",
+                "template": "t",
+                "arguments": {"parameters": [{"name": "m", "value": str(i)}]},
+            }
+        ]
+        for i in range(10)
+    ]
+    template = {
+        "name": "t",
+        "inputs": {"parameters": [{"name": "m"}]},
+        "podSpecPatch": "{{workflow.parameters.patch}}",
+        "container": {"image": "busybox", "args": ["{{inputs.parameters.m}}"]},
+    }
+    obj = argo(
+        [{"name": "main", "steps": steps}, template], [{"name": "patch"}], labels=dict(LABELS)
+    )
+    response = answer(default, obj)
+    assert response["status"]["message"].count("podSpecPatch cannot be read") == 1

@@ -98,37 +98,41 @@ class TemplatePods:
         init = list(field(template, "initContainers", where, list, ()))
         self.units += len(containers) + len(init)
         pod: dict[str, Any] = {"containers": containers, "initContainers": init}
-        # The template's own, else the enclosing steps/dag template's, else the workflow's;
-        # empty counts as unset (Argo checks the length).
-        own = [template.get(key) for key in _PLACEMENT]
-        with_boundary = {}
-        without = {}
-        for position, key in enumerate(_PLACEMENT):
-            value = own[position] or inherited[position] or self.spec.get(key)
-            if value:
-                with_boundary[key] = value
-            value = own[position] or self.spec.get(key)
-            if value:
-                without[key] = value
+        with_boundary = self._placement(template, inherited)
         patches = self._patches(template, where)
         other = None
-        if self.boundary == "safe" and with_boundary != without:
-            other = {**pod, **without}
-            for patch in patches:
-                other = merge(other, patch)
+        if inherited is not NO_PLACEMENT and self.boundary == "safe":
+            without = self._placement(template, NO_PLACEMENT)
+            if without != with_boundary:
+                other = {**pod, **without}
+                for patch in patches:
+                    other = merge(other, patch)
         pod.update(with_boundary)
         for patch in patches:
             pod = merge(pod, patch)
         self._check_resources(pod, where)
         return pod, other
 
+    def _placement(self, template: Mapping[str, Any], inherited: Inherited) -> dict[str, Any]:
+        """The template's own nodeSelector and affinity, else the enclosing steps/dag
+        template's, else the workflow's; empty counts as unset (Argo checks the length)."""
+        placement = {}
+        for position, key in enumerate(_PLACEMENT):
+            value = template.get(key) or inherited[position] or self.spec.get(key)
+            if value:
+                placement[key] = value
+        return placement
+
     def _patches(self, template: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
         """The podSpecPatches Argo applies, in order (the workflow's, then the template's),
         as maps; a patch that cannot be read is a problem or a note."""
+        own = template.get("podSpecPatch")
+        if not own and not self.spec_patch:
+            return []
         found = []
         for origin, patch in (
             (f"{self.path}.podSpecPatch", self.spec_patch),
-            (f"{where}.podSpecPatch", template.get("podSpecPatch")),
+            (f"{where}.podSpecPatch", substitute(own, self.parameters)),
         ):
             if not patch:
                 continue
@@ -156,16 +160,19 @@ class TemplatePods:
         """A problem for each resource name that is still a `{{...}}`: Argo fills it in
         later, with any resource, a GPU included. (A GPU count left as one is an invalid
         quantity, which read_gpus refuses.)"""
-        for kind in ("containers", "initContainers"):
-            for container in pod.get(kind) or ():
-                resources = container.get("resources") if isinstance(container, dict) else None
-                if not isinstance(resources, dict):
+        lists = (pod.get("containers"), pod.get("initContainers"))  # a patch may set anything
+        for listed in lists:
+            for container in listed if type(listed) is list else ():
+                resources = container.get("resources") if type(container) is dict else None
+                if type(resources) is not dict:
                     continue
                 for section in ("limits", "requests"):
                     entries = resources.get(section)
-                    for key, value in entries.items() if isinstance(entries, dict) else ():
-                        tag = tag_in(key)
-                        if tag is not None:
+                    if type(entries) is not dict:
+                        continue
+                    for key, value in entries.items():
+                        if type(key) is str and "{{" in key:
+                            tag = tag_in(key) or key
                             entry = f"{section}: {key}: {value}"
                             text = messages.unresolved_resource(
                                 where, container.get("name", ""), entry, tag

@@ -100,7 +100,7 @@ def _workflow_workload(
         pods=shapes,
         existing_deadline=read_deadline(joined, path),  # a WorkflowTemplate's counts too
         deadline_path=f"{pointer(path)}/activeDeadlineSeconds",
-        problems=tuple(reader.problems),
+        problems=tuple(dict.fromkeys(reader.problems)),  # a template read per its inputs
         copy_to=copy_to,
         concurrency=tree,
         exit_concurrency=exit_tree,

@@ -15,10 +15,9 @@ Each template is walked once per placement it inherits and inputs it is given (m
 DAG whose levels each call the next level twice is read in linear time, not in 2^levels. Its
 subtree (a shared Concurrency node) and how often one invocation runs each pod shape are
 reused wherever it is called. The reading is capped at MAX_VISITS units of work (templates
-entered, steps read, pod counts carried, containers read, each 4 KiB of template scanned for
-parameters): past
-that the object is refused (`invalid-request`), the same way in `costgate estimate` and in
-the webhook.
+entered, steps read, pod counts carried, containers read, each 4 KiB of template scanned
+for parameters): past that the object is refused (`invalid-request`), the same way in
+`costgate estimate` and in the webhook.
 """
 
 from __future__ import annotations
@@ -79,6 +78,7 @@ class WorkflowReader:
         # them are keyed by identity
         self.filled: dict[tuple[str, Inputs], dict[str, Any]] = {}
         self.tagged: dict[str, bool] = {}  # template key -> whether it holds any {{...}}
+        self.arguments = any(k.startswith("workflow.parameters.") for k in pods.parameters)
         self.cycles = 0  # recursive calls met so far
         self.forever: set[int] = set()  # shapes under a recursive template: unbounded runs
         self.visits = 0
@@ -160,6 +160,11 @@ class WorkflowReader:
     ) -> tuple[int, dict[str, Any], str]:
         """The template as Argo runs it for this call: the known parameters filled in."""
         index, template, scope = found
+        if not inputs and not self.arguments:
+            # Nothing a template could ask for but the workflow's own name and metadata,
+            # which only a podSpecPatch needs (TemplatePods fills those in): no GPU
+            # workflow without parameters pays for reading its templates twice.
+            return found
         tagged = self.tagged.get(name)
         if tagged is None:
             text = json.dumps(template, default=str, skipkeys=True)
