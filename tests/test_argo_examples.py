@@ -45,10 +45,11 @@ NEEDS_TEMPLATES = {
     ),
 }
 DENIED = {
-    # podSpecPatch sets resources from a run-time parameter: its GPUs cannot be known
-    "pod-spec-from-previous-step.yaml": "invalid-gpu-request",
+    # podSpecPatch sets resources from a run-time parameter: its GPUs cannot be known, so
+    # they are GPU work of unknown size, which must carry attribution labels too
+    "pod-spec-from-previous-step.yaml": {"invalid-gpu-request", "missing-labels"},
     # also calls the namespaced workflow-template-print-message, which lives elsewhere
-    "cluster-workflow-template/mixed-cluster-namespaced-wftmpl-steps.yaml": "template-not-found",
+    "cluster-workflow-template/mixed-cluster-namespaced-wftmpl-steps.yaml": {"template-not-found"},
 }
 
 
@@ -100,19 +101,19 @@ def test_example(name: str, cli_config: Config) -> None:
     for row in rows:
         assert row["cost_usd"] == 0
         assert row["gpus"] == 0
-        assert "missing-labels" not in codes(row)
     denied = DENIED.get(name)
     if denied is None:
         assert all(row["allowed"] and row["reasons"] == [] for row in rows), rows
     else:
         assert [row["allowed"] for row in rows] == [False]
-        assert codes(rows[0]) == {denied}
+        assert codes(rows[0]) == denied
 
 
 def test_a_podspecpatch_from_a_previous_step_names_the_patch(cli_config: Config) -> None:
     [row] = rows_for(["pod-spec-from-previous-step.yaml"], cli_config)
-    [reason] = row["reasons"]
+    reason = row["reasons"][0]
     assert reason["message"].startswith("spec.templates[2].podSpecPatch cannot be read")
+    assert '"{{inputs.parameters.resources}}"' in reason["message"]
 
 
 @pytest.mark.parametrize("name", sorted(NEEDS_TEMPLATES))
@@ -158,5 +159,5 @@ def test_the_cli_estimates_examples_with_their_templates_as_a_process() -> None:
     rows = json.loads(result.stdout)
     assert [row["kind"] for row in rows] == ["ClusterWorkflowTemplate"] * 5 + ["Workflow"] * 3
     assert [row["allowed"] for row in rows] == [True] * 7 + [False]
-    assert [r["code"] for r in rows[-1]["reasons"]] == ["invalid-gpu-request"]
+    assert [r["code"] for r in rows[-1]["reasons"]] == ["invalid-gpu-request", "missing-labels"]
     assert all(row["cost_usd"] == 0 for row in rows)

@@ -474,3 +474,43 @@ def test_costgate_estimate_agrees_and_says_the_allowance_is_checked_at_admission
     assert any("spend allowance, added up at admission" in w for w in row["warnings"])
     # the server has the ledger, so it says no such thing
     assert not any("added up at admission" in w for w in served["warnings"])
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+
+def cronjob(name: str, token: str) -> dict[str, Any]:
+    """A nightly CronJob of the Job above, for 2h a run: 730/24 runs a month (a month is
+    hours_per_month) × 8 × $6.88 × 2h = $3,348.27, over the $2,000 monthly threshold, so it
+    needs the approval."""
+    template = job(name, token, runtime="2h")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": template["metadata"],
+        "spec": {
+            "schedule": "0 2 * * *",
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {"spec": template["spec"]},
+        },
+    }
+
+
+def test_a_schedule_draws_its_monthly_cost_on_the_allowance(keys) -> None:
+    """A CronJob holds and spends nothing itself (its runs are charged), but what its approval
+    admits is its monthly cost: a copied token on a second schedule is refused."""
+    service, _ = memory_service(keys)
+    token = approval(keys, 5000)
+
+    def create(name: str) -> dict[str, Any]:
+        request = orjson.loads(body(cronjob(name, token)))
+        request["request"]["kind"] = {"group": "batch", "version": "v1", "kind": "CronJob"}
+        request["request"]["resource"]["resource"] = "cronjobs"
+        answer = service.handle(orjson.dumps(request), "validate")
+        response: dict[str, Any] = orjson.loads(answer.body)["response"]
+        return response
+
+    assert create("nightly-a")["allowed"]
+    allowed, code, message = denial(create("nightly-b"))
+    assert (allowed, code) == (False, "invalid-approval")
+    assert 'already admitted under it by CronJob "nightly-a" ($3,348.27)' in message

@@ -197,6 +197,7 @@ class _NamespaceRules(_Strict):
     budget: _Budget | None = None
     quota_warning_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
     gpu_type_annotation: Literal["trusted", "checked"] | None = None
+    argo_boundary_placement: Literal["safe", "inherited", "not-inherited"] | None = None
 
     @field_validator(
         "default_runtime", "max_runtime", "approval_clock_skew", mode="before", check_fields=False

@@ -180,6 +180,7 @@ def _namespace_policy(
         else rules.serving_threshold_usd_per_month,
         unknown_gpu=rules.unknown_gpu or base.unknown_gpu,
         gpu_type_annotation=rules.gpu_type_annotation or base.gpu_type_annotation,
+        argo_boundary_placement=rules.argo_boundary_placement or base.argo_boundary_placement,
         mode=rules.mode or base.mode,
         max_gpus_per_pod=rules.max_gpus_per_pod or base.max_gpus_per_pod,
         max_grace_seconds=base.max_grace_seconds

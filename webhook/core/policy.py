@@ -16,6 +16,7 @@ _NO_BUDGET = Budget()
 
 __all__ = [
     "ApproverIdentities",
+    "BoundaryPlacement",
     "ControllerRole",
     "NamespacePolicy",
     "Policy",
@@ -24,6 +25,10 @@ __all__ = [
 ]
 
 UnknownGpuRule = Literal["most-expensive", "deny"]
+# Whether an Argo pod whose template sets no nodeSelector/affinity gets those of the steps or
+# DAG template that calls it: Argo 3.6 and later (inherited), up to 3.5 (not-inherited,
+# argo-workflows #12568), or not known (safe: priced at the dearer of the two).
+BoundaryPlacement = Literal["safe", "inherited", "not-inherited"]
 # priced: the owner was priced when it was submitted (Workflow, Job): its pods are not.
 # serving: the owner runs pods without end (ReplicaSet, StatefulSet, DaemonSet): price per month.
 ControllerRole = Literal["priced", "serving"]
@@ -75,6 +80,8 @@ class NamespacePolicy:
     # that type (alone, nothing makes the scheduler honour it); trusted, an explicit opt-in:
     # the annotation alone names the type
     gpu_type_annotation: Literal["trusted", "checked"] = "checked"
+    # Which Argo the workflows here run under, as far as placement goes (BoundaryPlacement)
+    argo_boundary_placement: BoundaryPlacement = "safe"
     # Whether any quota or budget applies here (else the state store is not read). Derived
     # once: every GPU review asks.
     limits_anything: bool = field(init=False, default=False)

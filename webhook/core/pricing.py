@@ -164,6 +164,30 @@ def _line(
     )
 
 
+def _resolved(placement: Placement, table: PriceTable, trust_annotation: bool) -> TypeResolution:
+    resolution = resolve_types(placement, table)
+    if resolution.annotation_only and not trust_annotation:
+        # the rules read this too: a type only the annotation names allows no type
+        # (allowed_gpu_types), as it pins no price
+        resolution = resolution._replace(candidates=frozenset())
+    return resolution
+
+
+def _dearer(
+    shape: PodShape, first: TypeResolution, second: TypeResolution, table: PriceTable
+) -> TypeResolution:
+    """Of two places a pod may run (its placement depends on the Argo version), the one it
+    costs more in; one that pins no type is priced by the unknown-gpu rule, which is never
+    cheaper (and may deny)."""
+    if not first.candidates or not second.candidates:
+        return first if not first.candidates else second
+
+    def rate(resolution: TypeResolution) -> float:
+        return sum(r.units * _line(r, resolution, table)[1] for r in shape.gpus)
+
+    return second if rate(second) > rate(first) else first
+
+
 def _grace_hours(shape: PodShape) -> float:
     """How long the kubelet may keep this shape's pods, and GPUs, after their deadline.
 
@@ -238,11 +262,10 @@ def price(
     grace_hours = 0.0  # the longest grace period of a GPU pod (after the deadline)
     grace_usd = 0.0  # Pods and Jobs: what their pods cost through their grace periods
     for shape in workload.pods:
-        resolution = resolve_types(shape.placement, table)
-        if resolution.annotation_only and not trust_annotation:
-            # the rules read this too: a type only the annotation names allows no type
-            # (allowed_gpu_types), as it pins no price
-            resolution = resolution._replace(candidates=frozenset())
+        resolution = _resolved(shape.placement, table, trust_annotation)
+        if shape.alternative is not None:
+            other = _resolved(shape.alternative, table, trust_annotation)
+            resolution = _dearer(shape, resolution, other, table)
         resolutions.append(resolution)
         rate = 0.0
         shape_hours = None

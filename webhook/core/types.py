@@ -174,6 +174,9 @@ class PodShape(NamedTuple):
     # terminationGracePeriodSeconds as written (None: unset, DEFAULT_GRACE_SECONDS). The
     # kubelet keeps the pod, and its GPUs, that long after the deadline stops it.
     grace: int | None = None
+    # Where the pod may run instead, when that depends on the Argo version (a steps/DAG
+    # template's nodeSelector reaches its pods from Argo 3.6 on): priced at the dearer.
+    alternative: Placement | None = None
 
 
 INFINITE = float("inf")

@@ -7,6 +7,7 @@ Without a costgate.io/max-runtime annotation a workflow runs for the default 12h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.builders import container, request
+from tests.support.config import policy_with
 from tests.support.workflows import (
     A100,
     DAG_FAN_OUT,
@@ -376,15 +378,20 @@ def test_the_nodeselector_override_prices_each_template_on_its_own_type(wide: Co
 
 
 def test_a_steps_template_nodeselector_reaches_its_pods(wide: Config) -> None:
-    # workflowpod.go addSchedulingConstraints: template, else boundary template, else workflow.
-    # "train" runs inside "main" (h100), not on the workflow's t4: peak 1 × h100 × 12h
+    # workflowpod.go addSchedulingConstraints (Argo 3.6 on): template, else boundary
+    # template, else workflow. "train" runs inside "main" (t4), not on the workflow's h100:
+    # peak 1 × t4 × 12h (safe, the default, would price the dearer h100: see
+    # tests/test_bypass_argo_boundary.py)
     obj = workflow(
-        steps("main", [call("t", "train")], nodeSelector=on(H100)),
+        steps("main", [call("t", "train")], nodeSelector=on(T4)),
         gpu("train", 1, None),
-        spec={"nodeSelector": on(T4)},
+        spec={"nodeSelector": on(H100)},
     )
-    decision = evaluate(request(obj), config=wide)
-    assert decision.estimate.usd == pytest.approx(rate(wide)(H100) * DAY, abs=0.005)
+    inherited = dataclasses.replace(
+        wide, policy=policy_with(threshold_usd=1e9, argo_boundary_placement="inherited")
+    )
+    decision = evaluate(request(obj), config=inherited)
+    assert decision.estimate.usd == pytest.approx(rate(wide)(T4) * DAY, abs=0.005)
 
 
 def test_a_step_with_no_items_runs_nothing(wide: Config) -> None:

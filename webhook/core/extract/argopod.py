@@ -2,6 +2,13 @@
 PodShape: its containers (`container`, `script`, `containerSet`, sidecars, init containers),
 the placement it inherits (its own, else the enclosing steps/dag template's, else the
 workflow's) and the `podSpecPatch`es applied (the workflow's, then the template's).
+
+Templates come here with the parameters known at admission filled in (argoparams). A
+`{{...}}` still left where it can carry GPUs (a podSpecPatch, a resource name or quantity)
+is a problem (`invalid-gpu-request`): nothing bounds what Argo will put there. The enclosing
+template's placement reaches the pod only from Argo 3.6 on: under the policy's
+`argo_boundary_placement: safe` the pod's placement without it is kept as the shape's
+alternative, and pricing takes the dearer.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from typing import Any
 from .. import messages
 from ..catalog import PriceTable
 from ..config import ParseText
+from ..policy import BoundaryPlacement
 from ..quantities import parse_duration
 from ..types import PodShape, Reason
 from .argo import int_or_string, merge
+from .argoparams import NO_PARAMETERS, Scope, substitute, tag_in
 from .podspec import field, read_gpus, read_grace, read_placement
 
 __all__ = ["NO_PLACEMENT", "Inherited", "TemplatePods"]
@@ -25,8 +34,10 @@ __all__ = ["NO_PLACEMENT", "Inherited", "TemplatePods"]
 # timeout and hold up every other review. Beyond this a patch is unreadable (handled).
 _YAML_BUDGET = 64 * 1024
 
-Inherited = tuple[Any, Any]  # (nodeSelector, affinity) of the enclosing steps/dag template
-NO_PLACEMENT: Inherited = (None, None)
+# (nodeSelector, affinity, name) of the enclosing steps/dag template
+Inherited = tuple[Any, Any, str]
+NO_PLACEMENT: Inherited = (None, None, "")
+_PLACEMENT = ("nodeSelector", "affinity")
 
 
 class TemplatePods:
@@ -42,9 +53,18 @@ class TemplatePods:
         table: PriceTable,
         annotations: Mapping[str, str],
         parse_text: ParseText | None,
+        parameters: Scope = NO_PARAMETERS,
+        boundary: BoundaryPlacement = "inherited",
     ) -> None:
+        """`parameters`: the workflow's global parameters known here; `boundary`: whether a
+        pod gets its enclosing steps/dag template's placement (policy
+        argo_boundary_placement)."""
         self.spec = spec
         self.path = path
+        self.parameters = parameters
+        self.boundary = boundary
+        # Argo fills the workflow's podSpecPatch in with the global parameters (once)
+        self.spec_patch = substitute(spec.get("podSpecPatch"), parameters)
         self.table = table
         self.annotations = annotations
         self.parse_text = parse_text
@@ -63,8 +83,10 @@ class TemplatePods:
 
     def _pod_spec(
         self, template: Mapping[str, Any], where: str, inherited: Inherited
-    ) -> dict[str, Any]:
-        """The pod Argo builds for a template, as far as GPUs and placement go."""
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The pod Argo builds for a template, as far as GPUs and placement go; and under
+        `safe`, when the enclosing template's placement makes a difference, the pod an Argo
+        before 3.6 builds (None otherwise)."""
         if "containerSet" in template:
             container_set = field(template, "containerSet", where, dict, {})
             containers = list(field(container_set, "containers", f"{where}.containerSet", list, ()))
@@ -76,31 +98,86 @@ class TemplatePods:
         init = list(field(template, "initContainers", where, list, ()))
         self.units += len(containers) + len(init)
         pod: dict[str, Any] = {"containers": containers, "initContainers": init}
-        # The template's own, else the enclosing steps/dag template's, else the workflow's;
-        # empty counts as unset (Argo checks the length).
-        for position, key in enumerate(("nodeSelector", "affinity")):
+        with_boundary = self._placement(template, inherited)
+        patches = self._patches(template, where)
+        other = None
+        if inherited is not NO_PLACEMENT and self.boundary == "safe":
+            without = self._placement(template, NO_PLACEMENT)
+            if without != with_boundary:
+                other = {**pod, **without}
+                for patch in patches:
+                    other = merge(other, patch)
+        pod.update(with_boundary)
+        for patch in patches:
+            pod = merge(pod, patch)
+        self._check_resources(pod, where)
+        return pod, other
+
+    def _placement(self, template: Mapping[str, Any], inherited: Inherited) -> dict[str, Any]:
+        """The template's own nodeSelector and affinity, else the enclosing steps/dag
+        template's, else the workflow's; empty counts as unset (Argo checks the length)."""
+        placement = {}
+        for position, key in enumerate(_PLACEMENT):
             value = template.get(key) or inherited[position] or self.spec.get(key)
             if value:
-                pod[key] = value
-        for origin, patch in (
-            (self.path, self.spec.get("podSpecPatch")),
-            (where, template.get("podSpecPatch")),
-        ):
-            if patch:
-                pod = self._apply_patch(pod, patch, f"{origin}.podSpecPatch")
-        return pod
+                placement[key] = value
+        return placement
 
-    def _apply_patch(self, pod: dict[str, Any], patch: Any, where: str) -> dict[str, Any]:
-        parsed = self._parse(patch) if isinstance(patch, str) else patch
-        if isinstance(parsed, dict):
-            patched: dict[str, Any] = merge(pod, parsed)  # a map merged into a map is a map
-            return patched
-        if any(word in str(patch).lower() for word in ("gpu", "resources", "mig-")):
-            # It may set GPUs that only exist at run time: nothing here can bound them.
-            self.problems.append(Reason("invalid-gpu-request", messages.unreadable_patch(where)))
-        else:
-            self.notes.append(messages.ignored_patch(where))
-        return pod
+    def _patches(self, template: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+        """The podSpecPatches Argo applies, in order (the workflow's, then the template's),
+        as maps; a patch that cannot be read is a problem or a note."""
+        own = template.get("podSpecPatch")
+        if not own and not self.spec_patch:
+            return []
+        found = []
+        for origin, patch in (
+            (f"{self.path}.podSpecPatch", self.spec_patch),
+            (f"{where}.podSpecPatch", substitute(own, self.parameters)),
+        ):
+            if not patch:
+                continue
+            tag = tag_in(patch)
+            if tag is not None:
+                # Argo puts the parameter's text in before reading the patch: it may be
+                # anything, GPUs included.
+                self.problems.append(
+                    Reason("invalid-gpu-request", messages.unresolved_patch(origin, tag))
+                )
+                continue
+            parsed = self._parse(patch) if isinstance(patch, str) else patch
+            if isinstance(parsed, dict):
+                found.append(parsed)
+            elif any(word in str(patch).lower() for word in ("gpu", "resources", "mig-")):
+                # It may set GPUs that only exist at run time: nothing here can bound them.
+                self.problems.append(
+                    Reason("invalid-gpu-request", messages.unreadable_patch(origin))
+                )
+            else:
+                self.notes.append(messages.ignored_patch(origin))
+        return found
+
+    def _check_resources(self, pod: Mapping[str, Any], where: str) -> None:
+        """A problem for each resource name that is still a `{{...}}`: Argo fills it in
+        later, with any resource, a GPU included. (A GPU count left as one is an invalid
+        quantity, which read_gpus refuses.)"""
+        lists = (pod.get("containers"), pod.get("initContainers"))  # a patch may set anything
+        for listed in lists:
+            for container in listed if type(listed) is list else ():
+                resources = container.get("resources") if type(container) is dict else None
+                if type(resources) is not dict:
+                    continue
+                for section in ("limits", "requests"):
+                    entries = resources.get(section)
+                    if type(entries) is not dict:
+                        continue
+                    for key, value in entries.items():
+                        if type(key) is str and "{{" in key:
+                            tag = tag_in(key) or key
+                            entry = f"{section}: {key}: {value}"
+                            text = messages.unresolved_resource(
+                                where, container.get("name", ""), entry, tag
+                            )
+                            self.problems.append(Reason("invalid-gpu-request", text))
 
     def _parse(self, text: str) -> Any:
         try:
@@ -118,7 +195,7 @@ class TemplatePods:
     def _shape(
         self, name: str, template: Mapping[str, Any], where: str, inherited: Inherited
     ) -> PodShape | None:
-        pod = self._pod_spec(template, where, inherited)
+        pod, other = self._pod_spec(template, where, inherited)
         gpus = read_gpus(pod, where, self.table, self.problems)
         if not gpus:
             return None
@@ -128,6 +205,11 @@ class TemplatePods:
             **field(metadata, "annotations", f"{where}.metadata", dict, {}),
         }
         placement = read_placement(pod, where, annotations)
+        alternative = None if other is None else read_placement(other, where, annotations)
+        if alternative == placement:
+            alternative = None
+        elif alternative is not None:
+            self.notes.append(messages.boundary_placement(name, inherited[2]))
         deadlines = [
             d
             for d in (
@@ -144,4 +226,5 @@ class TemplatePods:
             placement=placement,
             deadline=min(deadlines) if deadlines else None,
             grace=read_grace(pod, where),
+            alternative=alternative,
         )

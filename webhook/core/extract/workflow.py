@@ -14,6 +14,7 @@ from .. import messages
 from ..config import Config, TemplateLookup
 from ..types import Concurrency, PodShape, Request, Workload
 from .argo import merge
+from .argoparams import workflow_scope
 from .argopod import TemplatePods
 from .cron import read_schedule
 from .owner import owner_class, run_of
@@ -61,8 +62,24 @@ def _workflow_workload(
     workload_class = owner_class(metadata, request.username, config.policy, created=kind)
     lookup = config.lookup
     joined, missing = _join(spec, lookup, namespace)
+    own = kind in ("Workflow", "CronWorkflow")  # a template's metadata is not its runs'
+    parameters = workflow_scope(
+        joined,
+        # generateName: Argo's name is that and five letters or digits; a stand-in of the
+        # same kind is as harmless wherever it lands (no "/", no quote: never a resource)
+        name=(name or (generate_name and f"{generate_name}xxxxx")) if kind == "Workflow" else "",
+        namespace=namespace,
+        labels=labels if own else {},
+        annotations=annotations if own else {},
+    )
     pods = TemplatePods(
-        joined, path, table=config.table, annotations=annotations, parse_text=config.parse_text
+        joined,
+        path,
+        table=config.table,
+        annotations=annotations,
+        parse_text=config.parse_text,
+        parameters=parameters,
+        boundary=config.policy.for_namespace(namespace).argo_boundary_placement,
     )
     reader = WorkflowReader(pods, lookup=lookup, namespace=namespace)
     shapes: tuple[PodShape, ...] = ()
@@ -85,7 +102,7 @@ def _workflow_workload(
         pods=shapes,
         existing_deadline=read_deadline(joined, path),  # a WorkflowTemplate's counts too
         deadline_path=f"{pointer(path)}/activeDeadlineSeconds",
-        problems=tuple(reader.problems),
+        problems=tuple(dict.fromkeys(reader.problems)),  # a template read per its inputs
         copy_to=copy_to,
         concurrency=tree,
         exit_concurrency=exit_tree,

@@ -8,12 +8,16 @@ DAG together, `withItems`/`withSequence` multiply, `parallelism` caps. Templates
 (Cluster)WorkflowTemplates (`templateRef`) are read through the config's lookup. Pricing
 evaluates the tree; nothing here knows a price.
 
-Each template is walked once per placement it inherits (memoised): a DAG whose levels each
-call the next level twice is read in linear time, not in 2^levels. Its subtree (a shared
-Concurrency node) and how often one invocation runs each pod shape are reused wherever it is
-called. The reading is capped at MAX_VISITS units of work (templates entered, steps read, pod
-counts carried, containers read): past that the object is refused (`invalid-request`), the
-same way in `costgate estimate` and in the webhook.
+Argo fills in each template's parameters before it runs it: the walk carries what each call
+passes (`arguments`, known at admission) and reads the template filled in (argoparams).
+
+Each template is walked once per placement it inherits and inputs it is given (memoised): a
+DAG whose levels each call the next level twice is read in linear time, not in 2^levels. Its
+subtree (a shared Concurrency node) and how often one invocation runs each pod shape are
+reused wherever it is called. The reading is capped at MAX_VISITS units of work (templates
+entered, steps read, pod counts carried, containers read, each 4 KiB of template scanned
+for parameters): past that the object is refused (`invalid-request`), the same way in
+`costgate estimate` and in the webhook.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from .. import messages
 from ..config import TemplateLookup
 from ..types import ANNOTATION_MAX_FANOUT, INFINITE, Concurrency, PodShape, Reason
 from .argo import attempts, defaults_for, fanout, int_or_string, merge, times
+from .argoparams import Scope, inputs_for, substitute
 from .argopod import NO_PLACEMENT as _NO_PLACEMENT
 from .argopod import Inherited, TemplatePods
 from .podspec import ObjectError, field
@@ -39,6 +44,7 @@ MAX_VISITS = 50_000
 
 # shape index -> runs of that pod shape per single invocation of a template
 Counts = dict[int, float]
+Inputs = tuple[tuple[str, str], ...]  # ("inputs.parameters.X", value) given to one call
 Walked = tuple[Concurrency, Counts]
 _NONE: Walked = (_NOTHING, {})
 
@@ -63,10 +69,16 @@ class WorkflowReader:
         self.problems = pods.problems
         self.notes = pods.notes
         self.shapes: list[PodShape] = []
-        self.shape_of: dict[tuple[str, str], int] = {}
-        # (template key, ids of the inherited placement) -> what walking it found; only
-        # walks that met no recursion are kept (those depend on the calling stack)
-        self.walked: dict[str | tuple[str, int, int], Walked] = {}
+        self.shape_of: dict[tuple[str, str, Inputs], int] = {}
+        self.index_of: dict[PodShape, int] = {}  # calls that build the same pod share it
+        # (template key, ids of the inherited placement, inputs) -> what walking it found;
+        # only walks that met no recursion are kept (those depend on the calling stack)
+        self.walked: dict[str | tuple[str, int, int, Inputs], Walked] = {}
+        # templates filled in with their inputs, kept for the read: the placement dicts in
+        # them are keyed by identity
+        self.filled: dict[tuple[str, Inputs], dict[str, Any]] = {}
+        self.tagged: dict[str, bool] = {}  # template key -> whether it holds any {{...}}
+        self.arguments = any(k.startswith("workflow.parameters.") for k in pods.parameters)
         self.cycles = 0  # recursive calls met so far
         self.forever: set[int] = set()  # shapes under a recursive template: unbounded runs
         self.visits = 0
@@ -108,10 +120,12 @@ class WorkflowReader:
         name: str,
         stack: tuple[str, ...],
         inherited: Inherited = _NO_PLACEMENT,
+        inputs: Inputs = (),
     ) -> Walked:
         """The concurrency of one invocation of template `name`, and how often it runs each
         pod shape. `inherited` is the placement of the enclosing steps/dag template, which
-        Argo uses for pods whose own template sets none."""
+        Argo (3.6 on) uses for pods whose own template sets none; `inputs` the values of
+        its input parameters known here."""
         self.visits += 1
         if self.visits > MAX_VISITS and not self._spend(0):
             return _NONE
@@ -126,16 +140,43 @@ class WorkflowReader:
             self.cycles += 1
             return _NONE
         # Keyed by identity: the placement dicts live in the object for the whole read.
-        key = name if inherited is _NO_PLACEMENT else (name, id(inherited[0]), id(inherited[1]))
+        key = (
+            name
+            if inherited is _NO_PLACEMENT and not inputs
+            else (name, id(inherited[0]), id(inherited[1]), inputs)
+        )
         known = self.walked.get(key)
         if known is not None:
             self.reused = True
             return known if self._spend(len(known[1])) else _NONE
         cycles = self.cycles
-        walked = self._walk(name, found, stack, inherited)
+        walked = self._walk(name, self._fill(name, found, inputs), stack, inherited, inputs)
         if self.cycles == cycles:
             self.walked[key] = walked
         return walked
+
+    def _fill(
+        self, name: str, found: tuple[int, dict[str, Any], str], inputs: Inputs
+    ) -> tuple[int, dict[str, Any], str]:
+        """The template as Argo runs it for this call: the known parameters filled in."""
+        index, template, scope = found
+        if not inputs and not self.arguments:
+            # Nothing a template could ask for but the workflow's own name and metadata,
+            # which only a podSpecPatch needs (TemplatePods fills those in): no GPU
+            # workflow without parameters pays for reading its templates twice.
+            return found
+        tagged = self.tagged.get(name)
+        if tagged is None:
+            text = json.dumps(template, default=str, skipkeys=True)
+            self.visits += len(text) // 4096  # a large template costs its size to read
+            tagged = self.tagged[name] = "{{" in text
+        if not tagged:
+            return found
+        filled = self.filled.get((name, inputs))
+        if filled is None:
+            params = {**self.pods.parameters, **dict(inputs)}
+            filled = self.filled[(name, inputs)] = substitute(template, params)
+        return index, filled, scope
 
     def _walk(
         self,
@@ -143,6 +184,7 @@ class WorkflowReader:
         found: tuple[int, dict[str, Any], str],
         stack: tuple[str, ...],
         inherited: Inherited,
+        inputs: Inputs,
     ) -> Walked:
         index, template, scope = found
         where = f"{self.path}.templates[{index}]" if index >= 0 else name
@@ -150,12 +192,18 @@ class WorkflowReader:
         stack = (*stack, name)
         parallelism = int_or_string(template.get("parallelism"))
         if any(k in template for k in ("container", "script", "containerSet")):
-            node, counts = self._pod(name, template, where, inherited)
+            node, counts = self._pod(name, template, where, inherited, inputs)
         elif "steps" in template or "dag" in template:
-            selector = template.get("nodeSelector") or inherited[0]
-            affinity = template.get("affinity") or inherited[1]
-            placement = (selector, affinity) if selector or affinity else _NO_PLACEMENT
-            groups, counts = self._children(template, where, stack, scope, placement)
+            # Argo 3.6 gives a pod the placement of its boundary, the steps/dag template
+            # right above it (workflowpod.go addSchedulingConstraints); before, none.
+            selector, affinity = template.get("nodeSelector"), template.get("affinity")
+            placement = (
+                (selector, affinity, name)
+                if (selector or affinity) and self.pods.boundary != "not-inherited"
+                else _NO_PLACEMENT
+            )
+            params = {**self.pods.parameters, **dict(inputs)} if inputs else self.pods.parameters
+            groups, counts = self._children(template, where, stack, scope, placement, params)
             # Template parallelism caps running children (a nested steps/dag counts as one).
             op: Literal["each", "all"] = "each" if parallelism is not None else "all"
             limit = parallelism or 0
@@ -181,6 +229,7 @@ class WorkflowReader:
         stack: tuple[str, ...],
         scope: str,
         inherited: Inherited,
+        params: Scope,
     ) -> tuple[list[tuple[Concurrency, ...]], Counts]:
         """Step groups (run one after another) or the DAG's tasks (one group), and the runs
         of each pod shape under them all."""
@@ -200,7 +249,7 @@ class WorkflowReader:
             for i, step in enumerate(steps):
                 if self.exhausted:
                     break
-                node, found = self._step(step, f"{prefix}[{i}]", stack, scope, inherited)
+                node, found = self._step(step, f"{prefix}[{i}]", stack, scope, inherited, params)
                 group.append(node)
                 self._add(counts, found)
             groups.append(tuple(group))
@@ -222,18 +271,27 @@ class WorkflowReader:
         stack: tuple[str, ...],
         scope: str,
         inherited: Inherited = _NO_PLACEMENT,
+        params: Scope | None = None,
     ) -> Walked | None:
-        """What a step, task or hook invokes: `template`, `templateRef` or `inline`."""
+        """What a step, task or hook invokes: `template`, `templateRef` or `inline`, with
+        the `arguments` it passes (filled in from `params`, the caller's parameters)."""
         if target.get("templateRef") is not None:
             key = self._external(target["templateRef"], where)
-            return None if key is None else self.node(key, stack, inherited)
-        if isinstance(target.get("inline"), dict):
-            inline_name = f"{stack[-1] if stack else ''}/{target.get('name', 'inline')}"
-            self.templates.setdefault(inline_name, (-1, target["inline"], scope))
-            return self.node(inline_name, stack, inherited)
-        if target.get("template") is not None:
-            return self.node(self._key(str(target["template"]), scope), stack, inherited)
-        return None
+            if key is None:
+                return None
+        elif isinstance(target.get("inline"), dict):
+            key = f"{stack[-1] if stack else ''}/{target.get('name', 'inline')}"
+            self.templates.setdefault(key, (-1, target["inline"], scope))
+        elif target.get("template") is not None:
+            key = self._key(str(target["template"]), scope)
+        else:
+            return None
+        found = self.templates.get(key)
+        inputs: Inputs = ()
+        if found is not None and "inputs" in found[1]:
+            caller = self.pods.parameters if params is None else params
+            inputs = inputs_for(found[1], target.get("arguments"), caller, self.pods.parameters)
+        return self.node(key, stack, inherited, inputs)
 
     def _step(
         self,
@@ -242,6 +300,7 @@ class WorkflowReader:
         stack: tuple[str, ...],
         scope: str,
         inherited: Inherited,
+        params: Scope,
     ) -> Walked:
         if type(step) is not dict:
             raise ObjectError(where, "object", step)
@@ -254,7 +313,7 @@ class WorkflowReader:
         if isinstance(step.get("onExit"), str) and step["onExit"]:
             targets.append({"template": step["onExit"]})
         if len(targets) == 1:  # the usual step: its template's counts, as they are
-            child = self.call(step, where, stack, scope, inherited)
+            child = self.call(step, where, stack, scope, inherited, params)
             if child is None:
                 return Concurrency("all", times=count), {}
             runs = child[1] if count == 1 else _scaled(child[1], count)
@@ -262,7 +321,7 @@ class WorkflowReader:
         children = []
         counts: Counts = {}
         for target in targets:
-            child = self.call(target, where, stack, scope, inherited)
+            child = self.call(target, where, stack, scope, inherited, params)
             if child is not None:
                 children.append(child[0])
                 self._add(counts, child[1])
@@ -299,19 +358,22 @@ class WorkflowReader:
         template: Mapping[str, Any],
         where: str,
         inherited: Inherited,
+        inputs: Inputs,
     ) -> Walked:
         # no placement inherited (the usual case): no JSON to build for the key
         plain = inherited is _NO_PLACEMENT
-        key = (name, "" if plain else json.dumps(inherited, sort_keys=True, default=str))
+        key = (name, "" if plain else json.dumps(inherited, sort_keys=True, default=str), inputs)
         index = self.shape_of.get(key)
         if index is None:
             shape, units = self.pods.read(name, template, where, inherited)
             self.visits += units  # checked at the next template
             if shape is None:
                 return _NONE
-            index = len(self.shapes)
+            index = self.index_of.get(shape)
+            if index is None:
+                index = self.index_of[shape] = len(self.shapes)
+                self.shapes.append(shape)
             self.shape_of[key] = index
-            self.shapes.append(shape)
         return Concurrency("pod", shape=index), {index: 1}
 
     def read(self) -> tuple[tuple[PodShape, ...], Concurrency, Concurrency | None]:
@@ -319,8 +381,12 @@ class WorkflowReader:
         runs: Counts = {}
         roots = []
         entrypoint = self.spec.get("entrypoint")
+        # The entrypoint and the exit handler get the workflow's arguments as their inputs.
+        arguments = self.spec.get("arguments")
         if isinstance(entrypoint, str) and entrypoint:
-            roots.append(self.call({"template": entrypoint}, self.path, (), ""))
+            roots.append(
+                self.call({"template": entrypoint, "arguments": arguments}, self.path, (), "")
+            )
         hooks = self.spec.get("hooks")
         hooks = hooks if isinstance(hooks, dict) else {}
         for hook_name, hook in hooks.items():
@@ -342,7 +408,8 @@ class WorkflowReader:
         exits = []
         on_exit = self.spec.get("onExit")
         if isinstance(on_exit, str) and on_exit:
-            exits.append(self.call({"template": on_exit}, f"{self.path}.onExit", (), ""))
+            target = {"template": on_exit, "arguments": arguments}
+            exits.append(self.call(target, f"{self.path}.onExit", (), ""))
         if isinstance(hooks.get("exit"), dict):
             exits.append(self.call(hooks["exit"], f"{self.path}.hooks.exit", (), ""))
         after_deadline: set[int] = set()

@@ -24,6 +24,7 @@ __all__ = [
     "annotation_alone_denied",
     "annotation_alone_priced",
     "annotation_outpriced",
+    "boundary_placement",
     "deadline_lowered",
     "default_runtime",
     "default_runtime_not_injected",
@@ -46,6 +47,8 @@ __all__ = [
     "unknown_template",
     "unreadable_patch",
     "unresolved_denied",
+    "unresolved_patch",
+    "unresolved_resource",
     "workflow_template_ref",
 ]
 
@@ -242,6 +245,44 @@ def unreadable_patch(where: str) -> str:
         f"{where} cannot be read at admission (it is not JSON or YAML until Argo fills in its "
         f"{{{{...}}}} parameters), so the GPUs it may set cannot be priced; request GPUs in "
         f"the template's resources instead"
+    )
+
+
+def _give_value(tag: str) -> str:
+    """How to make an Argo `{{tag}}` known at admission."""
+    name = tag.strip("{} ")
+    if name.startswith("workflow.parameters."):
+        parameter = quote(name.removeprefix("workflow.parameters."))
+        return f"give parameter {parameter} a value in spec.arguments.parameters"
+    if name.startswith("inputs.parameters."):
+        parameter = quote(name.removeprefix("inputs.parameters."))
+        return (
+            f"pass input {parameter} a value known at submission (the calling step's "
+            f"arguments, spec.arguments for the entrypoint, or the input's default)"
+        )
+    return "write the resources out, or take them from a parameter given a value in spec.arguments"
+
+
+def unresolved_patch(where: str, tag: str) -> str:
+    return (
+        f"{where} cannot be read at admission: Argo fills in {quote(tag)} only when it runs the "
+        f"workflow, so the GPUs it may set cannot be priced; {_give_value(tag)}"
+    )
+
+
+def unresolved_resource(where: str, container: object, entry: str, tag: str) -> str:
+    return (
+        f"{where}: container {quote(container)} asks for resources {quote(entry)}, which Argo "
+        f"fills in ({quote(tag)}) only when it runs the workflow, so its GPUs cannot be priced; "
+        f"{_give_value(tag)}"
+    )
+
+
+def boundary_placement(template: str, caller: str) -> str:
+    return warning(
+        f"template {quote(template)} pins no node of its own and Argo before 3.6 does not give "
+        f"it the nodeSelector/affinity of {quote(caller)} (argo-workflows #12568): priced at "
+        f"the dearer (policy argo_boundary_placement: safe); pin {quote(template)} itself"
     )
 
 

@@ -34,8 +34,10 @@ def check_labels(workload: Workload, policy: NamespacePolicy) -> tuple[Reason, .
 
 
 def labels(context: Context) -> Finding:
-    """Known GPU work must be attributed (templates costgate cannot read prove nothing)."""
-    if not context.workload.pods:
+    """Known GPU work must be attributed (templates costgate cannot read prove nothing), and
+    so must GPUs that cannot be counted (invalid-gpu-request: they may be any number)."""
+    workload = context.workload
+    if not workload.pods and not any(r.code == "invalid-gpu-request" for r in workload.problems):
         return NOTHING
-    reasons = check_labels(context.workload, context.policy)
+    reasons = check_labels(workload, context.policy)
     return Finding(reasons) if reasons else NOTHING
