@@ -21,7 +21,15 @@ from .patch import UNCHANGED, Mutation, mutation
 from .rules.context import Context
 from .rules.labels import check_labels
 from .template_edit import TEMPLATE_KINDS, template_edit
-from .types import ANNOTATION_ESTIMATED_COST, NOBODY, Reason, Request, Requester, Workload
+from .types import (
+    ANNOTATION_APPROVAL,
+    ANNOTATION_ESTIMATED_COST,
+    NOBODY,
+    Reason,
+    Request,
+    Requester,
+    Workload,
+)
 from .usage import UsageView, ledger_entry, without
 from .verdict import ALLOW, Decision, Findings, verdict
 
@@ -130,10 +138,16 @@ def _findings(request: Request, config: Config, now: float, state: UsageView | N
         return _update(request, workload, extractor, config, now, state)._replace(kept_stamp=kept)
     if workload.workload_class == "controlled":
         return Findings(workload=workload, audit={"priced-with": "owner"})
-    entry = ledger_entry(request, now)
+    # the entry an approval's allowance is charged under: only an approval reads it
+    entry = ledger_entry(request, now) if ANNOTATION_APPROVAL in workload.annotations else ""
     return assess(
         context_for(
-            workload, config, now=now, state=state, requester=_requester(request), entry=entry
+            workload,
+            config,
+            now=now,
+            state=state,
+            requester=_requester(request),
+            entry=entry,
         )
     )
 

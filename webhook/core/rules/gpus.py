@@ -77,14 +77,14 @@ def gpu_types(context: Context, pricing: Pricing) -> Finding:
 def _unknown_device_classes(context: Context) -> list[str]:
     """DeviceClasses the workload's claims name that the pricing table does not list."""
     table = context.table
-    found = {
-        name
-        for shape in context.workload.pods
-        for request in shape.gpus
-        if (name := table.device_class_of(request.resource)) is not None
-        and name not in table.device_classes
-    }
-    return sorted(found)
+    found: set[str] = set()
+    for shape in context.workload.pods:  # on every unpinned GPU review: no comprehension
+        for request in shape.gpus:
+            if request.resource.startswith(DEVICE_PREFIX):
+                name = table.device_class_of(request.resource)
+                if name is not None and name not in table.device_classes:
+                    found.add(name)
+    return sorted(found) if found else []
 
 
 def _unknown_devices(context: Context, classes: list[str], warnings: list[str]) -> Finding:

@@ -22,13 +22,16 @@ def grace(context: Context) -> Finding:
     if context.workload.workload_class != "batch":
         return NOTHING
     most = context.policy.max_grace_seconds
+    workload = context.workload
     if most >= DEFAULT_GRACE_SECONDS:  # the common case: only pods that set one can pass it
-        shapes = [s for s in context.workload.pods if s.grace is not None and s.grace > most]
-    else:
-        shapes = [s for s in context.workload.pods if _held(s) > most]
+        for shape in workload.pods:
+            if shape.grace is not None and shape.grace > most:
+                break
+        else:
+            return NOTHING
+    shapes = [s for s in workload.pods if _held(s) > most]
     if not shapes:
         return NOTHING
-    workload = context.workload
     reasons = tuple(
         Reason(
             "runtime-too-long",
