@@ -44,7 +44,7 @@ SERVICE_DNS = f"costgate.{NAMESPACE}.svc"
 # other fields used here): the oldest version supported. And the newest the library bundles.
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 
-WEBHOOKS = ("pods", "jobs", "cronjobs", "workflows")
+WEBHOOKS = ("pods", "jobs", "cronjobs", "workflows", "apps", "mlkinds")
 PATHS = {"mutate": "/mutate", "validate": "/validate"}
 CONFIG_KINDS = {
     "mutate": "MutatingWebhookConfiguration",
@@ -63,12 +63,37 @@ EXPECTED_RULES = {
         ),
         ("argoproj.io", "v1alpha1", ("clusterworkflowtemplates",), "Cluster"),
     ],
+    "apps": [
+        ("apps", "v1", ("deployments", "statefulsets", "replicasets", "daemonsets"), "Namespaced")
+    ],
+    "mlkinds": [
+        (
+            "kubeflow.org",
+            "*",
+            (
+                "pytorchjobs",
+                "tfjobs",
+                "mpijobs",
+                "xgboostjobs",
+                "paddlejobs",
+                "jaxjobs",
+                "notebooks",
+            ),
+            "Namespaced",
+        ),
+        ("ray.io", "*", ("rayclusters", "rayjobs", "rayservices"), "Namespaced"),
+        ("jobset.x-k8s.io", "*", ("jobsets",), "Namespaced"),
+        ("leaderworkerset.x-k8s.io", "*", ("leaderworkersets",), "Namespaced"),
+        ("serving.kserve.io", "*", ("inferenceservices", "llminferenceservices"), "Namespaced"),
+        ("batch.volcano.sh", "*", ("jobs",), "Namespaced"),
+    ],
 }
 # The policy's controllers whose UPDATEs the API server does not send, per webhook.
-CONTROLLER_KINDS = {
-    "jobs": {"Job"},
-    "cronjobs": {"CronJob"},
-    "workflows": {"Workflow", "CronWorkflow"},
+CONTROLLER_KINDS = {  # (api_group, kind): Volcano's Job is not batch's
+    "jobs": {("batch", "Job")},
+    "cronjobs": {("batch", "CronJob")},
+    "workflows": {("argoproj.io", "Workflow"), ("argoproj.io", "CronWorkflow")},
+    "apps": {("apps", "Deployment")},
 }
 
 # Deployment variables that webhook.settings.Settings does not have yet, allowed while the
@@ -697,6 +722,8 @@ def test_every_match_condition_parses(rendered):
         "jobs": ["requests-gpus", "not-a-controller-update"],
         "cronjobs": ["requests-gpus", "not-a-controller-update"],
         "workflows": ["not-a-controller-update"],
+        "apps": ["pod-templates-request-gpus", "not-a-controller-update"],
+        "mlkinds": ["pod-templates-request-gpus"],
     }
 
 
@@ -838,8 +865,13 @@ def test_gpu_condition_on_jobs_and_cronjobs(base):
     assert not _evaluate(cronjobs, object={"spec": {"jobTemplate": {"spec": {"template": {}}}}})
 
 
-def _controller_users(policy: dict[str, Any], kinds_: set[str]) -> set[str]:
-    return {u for c in policy["controllers"] if c["kind"] in kinds_ for u in c["users"]}
+def _controller_users(policy: dict[str, Any], kinds_: set[tuple[str, str]]) -> set[str]:
+    return {
+        u
+        for c in policy["controllers"]
+        if (c["api_group"], c["kind"]) in kinds_
+        for u in c["users"]
+    }
 
 
 def test_controller_updates_are_not_sent(base, policy):

@@ -14,7 +14,7 @@ from typing import Any
 from . import messages
 from .config import Config, Extractor
 from .decide import assess
-from .extract.kinds import EXTRACTORS, handles
+from .extract.kinds import EXTRACTORS, extract_table, handles
 from .extract.podspec import ObjectError
 from .patch import UNCHANGED, Mutation, mutation
 from .rules.context import Context
@@ -104,6 +104,8 @@ def _edited(request: Request, found: Findings, config: Config, now: float) -> Fi
 
 def _findings(request: Request, config: Config, now: float, state: UsageView | None) -> Findings:
     extractor = EXTRACTORS.get((request.group, request.kind))
+    if extractor is None and (request.group, request.kind) in config.policy.kinds:
+        extractor = extract_table  # Deployments, operators' kinds: the kinds table
     if extractor is None or request.namespace in config.policy.exempt_namespaces:
         return _NOTHING
     if request.operation not in ("CREATE", "UPDATE"):

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..policy import Policy
-from ..types import WorkloadClass
+from ..types import ANNOTATION_PRICED_BY, WorkloadClass
 from .podspec import ObjectError, field
 
 __all__ = ["owner_class"]
@@ -29,5 +29,11 @@ def owner_class(
         if role == "priced":
             return "controlled"
         if role == "serving":
+            # A pod of a ReplicaSet, StatefulSet or DaemonSet whose template carries the
+            # mark of a kind costgate priced (the object itself, or the Deployment, Notebook
+            # or LeaderWorkerSet above it): priced with that object, not per pod again.
+            annotations = metadata.get("annotations")
+            if isinstance(annotations, dict) and annotations.get(ANNOTATION_PRICED_BY):
+                return "controlled"
             return "serving"
     return "batch"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import approval as _approval
 from . import cost as _cost
+from . import kinds as _kinds
 from . import limits as _limits
 from . import objects as _objects
 from . import text as _text
@@ -16,8 +17,16 @@ from . import text as _text
 # After the modules: `messages.cost` is then the function, not the module of that name.
 from .approval import *  # noqa: F403
 from .cost import *  # noqa: F403
+from .kinds import *  # noqa: F403
 from .limits import *  # noqa: F403
 from .objects import *  # noqa: F403
 from .text import *  # noqa: F403
 
-__all__ = [*_approval.__all__, *_cost.__all__, *_limits.__all__, *_objects.__all__, *_text.__all__]
+__all__ = [
+    *_approval.__all__,
+    *_cost.__all__,
+    *_kinds.__all__,
+    *_limits.__all__,
+    *_objects.__all__,
+    *_text.__all__,
+]
