@@ -44,7 +44,7 @@ SERVICE_DNS = f"costgate.{NAMESPACE}.svc"
 # other fields used here): the oldest version supported. And the newest the library bundles.
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 
-WEBHOOKS = ("pods", "jobs", "cronjobs", "workflows", "apps", "mlkinds")
+WEBHOOKS = ("pods", "jobs", "cronjobs", "workflows", "apps", "mlkinds", "scale")
 PATHS = {"mutate": "/mutate", "validate": "/validate"}
 CONFIG_KINDS = {
     "mutate": "MutatingWebhookConfiguration",
@@ -86,6 +86,16 @@ EXPECTED_RULES = {
         ("leaderworkerset.x-k8s.io", "*", ("leaderworkersets",), "Namespaced"),
         ("serving.kserve.io", "*", ("inferenceservices", "llminferenceservices"), "Namespaced"),
         ("batch.volcano.sh", "*", ("jobs",), "Namespaced"),
+    ],
+    "scale": [
+        (
+            "apps",
+            "v1",
+            ("deployments/scale", "statefulsets/scale", "replicasets/scale"),
+            "Namespaced",
+        ),
+        ("leaderworkerset.x-k8s.io", "*", ("leaderworkersets/scale",), "Namespaced"),
+        ("kubeflow.org", "*", ("pytorchjobs/scale",), "Namespaced"),
     ],
 }
 # The policy's controllers whose UPDATEs the API server does not send, per webhook.
@@ -586,6 +596,11 @@ def test_cluster_role_only_reads_what_the_cache_watches(base):
         ("argoproj.io", "workflows"),
         ("argoproj.io", "workflowtemplates"),
         ("argoproj.io", "clusterworkflowtemplates"),
+        ("apps", "deployments"),  # what a scale subresource resizes
+        ("apps", "statefulsets"),
+        ("apps", "replicasets"),
+        ("leaderworkerset.x-k8s.io", "leaderworkersets"),
+        ("kubeflow.org", "pytorchjobs"),
     }
 
 
@@ -650,7 +665,9 @@ def test_webhooks_call_the_service_with_v1_reviews(base, policy):
                 "path": PATHS[verb],
                 "port": 443,
             }, where
-            assert webhook["failurePolicy"] == "Fail", where
+            # scale-ups of every Deployment are sent (CEL cannot see the template): an
+            # outage must not stop the autoscaling of services without GPUs
+            assert webhook["failurePolicy"] == ("Ignore" if hook == "scale" else "Fail"), where
             assert webhook["matchPolicy"] == "Equivalent", where
             assert 1 <= webhook["timeoutSeconds"] <= 30, where
             rules = [
@@ -661,7 +678,8 @@ def test_webhooks_call_the_service_with_v1_reviews(base, policy):
             ]
             assert rules == EXPECTED_RULES[hook], where
             for rule in webhook["rules"]:
-                assert rule["operations"] == ["CREATE", "UPDATE"], where
+                operations = ["UPDATE"] if hook == "scale" else ["CREATE", "UPDATE"]
+                assert rule["operations"] == operations, where
             (selector,) = webhook["namespaceSelector"]["matchExpressions"]
             assert selector["key"] == "kubernetes.io/metadata.name"
             assert selector["operator"] == "NotIn"
@@ -724,6 +742,7 @@ def test_every_match_condition_parses(rendered):
         "workflows": ["not-a-controller-update"],
         "apps": ["pod-templates-request-gpus", "not-a-controller-update"],
         "mlkinds": ["pod-templates-request-gpus"],
+        "scale": ["more-replicas"],
     }
 
 

@@ -89,11 +89,19 @@ class _Kind(_Strict):
     templates: Annotated[list[_Template], Field(min_length=1)]
     deadline: str = ""
     suspend: str = ""
+    resource: str = ""
+    scale: str = ""
 
-    @field_validator("deadline", "suspend")
+    @field_validator("deadline", "suspend", "scale")
     @classmethod
     def _plain(cls, value: str) -> str:
         return _path(value, wildcards=False, root=False)
+
+    @model_validator(mode="after")
+    def _scaled(self) -> _Kind:
+        if self.scale and not self.resource:
+            raise ValueError("scale needs resource: the plural its scale subresource names")
+        return self
 
 
 class _KindsFile(_Strict):

@@ -145,6 +145,8 @@ def _kind_spec(model: _Kind, origin: str) -> KindSpec:
         deadline=model.deadline,
         suspend=model.suspend,
         source=origin,
+        resource=model.resource,
+        scale=model.scale,
     )
 
 

@@ -14,7 +14,7 @@ from .catalog import PriceTable
 from .policy import Policy
 from .types import ApprovalVerifier, Request, Workload
 
-__all__ = ["Config", "Extractor", "ParseText", "Referrers", "TemplateLookup"]
+__all__ = ["Config", "Extractor", "ParentLookup", "ParseText", "Referrers", "TemplateLookup"]
 
 # Reads YAML embedded in objects (Argo's podSpecPatch).
 ParseText = Callable[[str], Any]
@@ -23,6 +23,9 @@ TemplateLookup = Callable[[str, str, bool], "Mapping[str, Any] | None"]
 # (namespace, name, cluster scope) -> the live Workflows that run that WorkflowTemplate,
 # directly or through other templates (their metadata and spec).
 Referrers = Callable[[str, str, bool], "Sequence[Mapping[str, Any]]"]
+# (API group, resource plural, namespace, name) -> that object as the watch cache last saw it
+# (a Deployment a Scale request resizes), or None if unknown here.
+ParentLookup = Callable[[str, str, str, str], "Mapping[str, Any] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class Config:
     lookup: TemplateLookup | None = None
     verify_approval: ApprovalVerifier | None = None
     referrers: Referrers | None = None
+    parents: ParentLookup | None = None
 
 
 class Extractor(Protocol):

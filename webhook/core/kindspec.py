@@ -57,6 +57,8 @@ class KindSpec(NamedTuple):
     deadline: str = ""  # path of the run-time limit in seconds, read and set ("" : none)
     suspend: str = ""  # path of a flag that stops every pod while true
     source: str = ""  # which file described it (errors and README)
+    resource: str = ""  # its plural (`deployments`): how a scale subresource names it
+    scale: str = ""  # the replicas its `scale` subresource sets (`spec.replicas`)
 
 
 def split_path(path: str) -> tuple[str, ...]:

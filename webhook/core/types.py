@@ -123,6 +123,11 @@ class Request(NamedTuple):
     # request.userInfo.extra as the API server sent it (checked to be lists of strings);
     # impersonating proxies put the person they act for there
     extra: Mapping[str, Sequence[str]] = MappingProxyType({})
+    # request.resource as "<group>/<plural>" ("pods" in the core group) and
+    # request.subResource: a `kubectl scale` or an HPA sends an autoscaling/v1 Scale for
+    # resource "apps/deployments", subresource "scale"
+    resource: str = ""
+    sub_resource: str = ""
 
 
 class Requester(NamedTuple):

@@ -227,6 +227,7 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
     verify = keyring.verify if keyring is not None else None
     lookup = None
     referrers = None
+    parents = None
     state: State
     if settings.state == "cluster":
         state = cluster_state(
@@ -240,6 +241,7 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
         assert state.cluster is not None
         lookup = state.cluster.lookup()
         referrers = state.cluster.referrers()
+        parents = state.cluster.parents()
         metrics.watch_state(state.cluster.sync_state, lambda: len(state.tally))
     else:
         state = memory_state()
@@ -262,7 +264,7 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
         config = load_config(settings.pricing, settings.policy, verify)
         if lookup is None:
             return config
-        return dataclasses.replace(config, lookup=lookup, referrers=referrers)
+        return dataclasses.replace(config, lookup=lookup, referrers=referrers, parents=parents)
 
     # Pricing and policy ConfigMaps change under the server: re-read, a bad file refused
     reloader = Reloader(

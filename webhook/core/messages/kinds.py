@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .text import object_name, quote, warning
+from .text import object_name, warning
 
 __all__ = ["no_deadline_field", "scale_unpriced", "unbounded_count"]
 
@@ -22,9 +22,9 @@ def no_deadline_field(kind: str) -> str:
     )
 
 
-def scale_unpriced(resource: str, name: str, replicas: int) -> str:
-    return (
-        f"costgate cannot see {resource} {quote(name)} here, so scaling it to {replicas} "
-        f"replicas is not priced; run `costgate estimate -f` on the object with the new "
-        f"replicas"
+def scale_unpriced(kind: str, name: str, replicas: int) -> str:
+    return warning(
+        f"costgate cannot see {object_name(kind, name)} here, so scaling it to {replicas} "
+        f"replicas was not priced; `costgate estimate -f` of the object with the new "
+        f"replicas shows what it costs"
     )
