@@ -186,3 +186,38 @@ def test_the_cluster_cache_holds_what_a_scale_resizes(api: FakeApiServer):
     finally:
         api.up()
         cluster.stop()
+
+
+def test_a_kinds_charge_is_confirmed_by_what_the_watch_sees(api: FakeApiServer):
+    """A budget charge stays pending until the watch sees its object, and is dropped if it
+    never does. The watch follows Deployments (stamped: their own charge) and pods and Jobs
+    (a marked one confirms its controlling owner, a PyTorchJob the watch does not follow);
+    before, both charges were dropped as if the objects had been denied."""
+    config = load_config()
+    state = cluster_state(
+        lambda: config, ledger_namespace="costgate-system", api_client=api.client()
+    )
+    cluster = state.cluster
+    assert cluster is not None
+    cluster.ledger.grace = 0.0
+    deployment = _object("validate-deployment-create-gpu")
+    deployment["metadata"].pop("resourceVersion", None)
+    deployment["metadata"].setdefault("annotations", {})["costgate.io/estimated-cost"] = "1.00"
+    pod = _object("validate-pod-create-by-replicaset-controller")
+    pod["metadata"].pop("resourceVersion", None)
+    pod["metadata"]["name"] = "train-worker-0"
+    pod["metadata"]["annotations"] = {"costgate.io/priced-by": "kubeflow.org/PyTorchJob"}
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "train",
+         "uid": "pytorchjob-uid", "controller": True}
+    ]  # fmt: skip
+    created = api.create("deployments", deployment)
+    api.create("pods", pod)
+    cluster.start()
+    try:
+        assert cluster.wait_synced(10)
+        uid = created["metadata"]["uid"]
+        eventually(lambda: cluster.seen(uid) and cluster.seen("pytorchjob-uid"))
+        assert cluster.seen("never-created") is False
+    finally:
+        cluster.stop()

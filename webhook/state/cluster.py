@@ -21,7 +21,7 @@ from ..core.config import Config, ParentLookup, Referrers, TemplateLookup
 from ..core.extract.podspec import ObjectError
 from ..core.extract.table import extract_table
 from ..core.holding import holding
-from ..core.types import ANNOTATION_ESTIMATED_COST, Request
+from ..core.types import ANNOTATION_ESTIMATED_COST, ANNOTATION_PRICED_BY, Request
 from . import State
 from .ledger import ConfigMapLedger
 from .referrers import WorkflowsByTemplate
@@ -232,6 +232,7 @@ class ClusterState:
                 metadata.get("annotations") or {}
             ):
                 self._seen[uid] = time.time()
+            self._owner_seen(metadata)
             return uid
 
         def on_event(event: str, obj: dict[str, Any]) -> None:
@@ -286,6 +287,17 @@ class ClusterState:
 
         return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
 
+    def _owner_seen(self, metadata: Mapping[str, Any]) -> None:
+        """A pod (or Job, ReplicaSet...) made from a template costgate marked, or an object it
+        stamped: its controlling owner exists, which confirms the owner's pending charge (the
+        watch does not follow every operator's kind: a PyTorchJob is seen through its pods)."""
+        annotations = metadata.get("annotations") or {}
+        if ANNOTATION_PRICED_BY not in annotations and ANNOTATION_ESTIMATED_COST not in annotations:
+            return
+        for owner in metadata.get("ownerReferences") or ():
+            if isinstance(owner, dict) and owner.get("controller") and owner.get("uid"):
+                self._seen[str(owner["uid"])] = time.time()
+
     def _parent_watcher(self, resource: Resource, options: dict[str, int]) -> Watcher:
         group, plural, kind = resource.group, resource.name, resource.kind
 
@@ -314,14 +326,24 @@ class ClusterState:
                 "spec": obj.get("spec"),
             }
 
+        def seen(obj: dict[str, Any]) -> None:
+            metadata = obj.get("metadata") or {}
+            if ANNOTATION_ESTIMATED_COST in (metadata.get("annotations") or {}):
+                self._seen[str(metadata.get("uid", ""))] = time.time()  # its charge: confirmed
+            self._owner_seen(metadata)
+
         def on_event(event: str, obj: dict[str, Any]) -> None:
             if event == "DELETED":
                 self._parents.pop(key(obj), None)
             else:
                 self._parents[key(obj)] = kept(obj)
+                seen(obj)
 
         def on_relist(items: Iterator[dict[str, Any]]) -> None:
-            fresh = {key(obj): kept(obj) for obj in items}
+            listed = list(items)
+            for obj in listed:
+                seen(obj)
+            fresh = {key(obj): kept(obj) for obj in listed}
             for stale in [k for k in self._parents if k[:2] == (group, plural) and k not in fresh]:
                 self._parents.pop(stale, None)
             self._parents.update(fresh)
