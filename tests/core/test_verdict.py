@@ -173,7 +173,10 @@ PINNED = {
         "denial status_code audit deadline stamp pod_labels pod_annotations usage charge"
     ),
     Context: "workload policy table hours_per_month verify now skew requester state",
-    Request: "uid operation group kind namespace name obj old_obj username groups dry_run extra resource sub_resource",
+    Request: (
+        "uid operation group kind namespace name obj old_obj username groups dry_run extra "
+        "resource sub_resource"
+    ),
 }
 
 
