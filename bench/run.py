@@ -1,7 +1,8 @@
 """The one command for every benchmark: `python bench/run.py` (or `make bench`).
 
 Runs the in-process core benchmark (bench/core.py), the large-Workflow pricing benchmark
-(bench/workflow.py), the quota-cache benchmark (bench/quota.py), then the server benchmark
+(bench/workflow.py), the kinds table's largest samples (bench/kinds.py), the quota-cache
+benchmark (bench/quota.py), then the server benchmark
 (bench/server.py) unless wrk, taskset or a second CPU is missing, prints one table and writes
 it as JSON to bench/results/latest.json. Exit status: 0 when every benchmark ran and every
 answer was right (targets missed included: they are results, not failures), 1 otherwise.
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     ran = [
         _attempt(name, _in_process(name, quick), rows, notes)
-        for name in ("core", "workflow", "quota")
+        for name in ("core", "workflow", "kinds", "quota")
     ]
     reason = server.missing_prerequisites(quick)
     if reason is not None:

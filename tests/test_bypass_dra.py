@@ -463,3 +463,21 @@ def test_the_watch_cache_resolves_claims_without_a_call_in_the_review() -> None:
             assert codes(ask(svc, capture(POD))) == {"template-not-found"}
         finally:
             state.cluster.stop()
+
+
+# --- claims in the kinds table's kinds --------------------------------------------------------
+
+
+def test_a_jobset_whose_pods_get_gpus_through_claims_is_priced() -> None:
+    """The captured JobSet asks for no GPU resource: each of its 3 × 2 pods gets one device of
+    gpu.nvidia.com from template gpu-claim-template. It was sent to no webhook and admitted
+    unpriced, and its Jobs and pods were then trusted as the controllers'. Now it is sent (its
+    pod template names claims) and priced with them: 6 × $27.04/h × 12h = $1,946.88; without
+    the template it cannot be priced at all."""
+    one = {"exactly": {"deviceClassName": "gpu.nvidia.com", "allocationMode": "ExactCount"}}
+    one["exactly"]["count"] = 1
+    jobset = capture("validate-jobset-create-dra")
+    response = ask(service(template(one, "gpu-claim-template")), jobset)
+    assert (response["allowed"], codes(response)) == (False, {"missing-labels", "over-threshold"})
+    assert response["auditAnnotations"]["estimated-cost-usd"] == "1946.88"
+    assert codes(ask(service(), jobset)) == {"template-not-found"}

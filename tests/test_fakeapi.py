@@ -688,7 +688,14 @@ def test_every_error_is_a_status_and_discovery_is_served(api, k8s):
         http.clear()
     assert client.CoreApi(k8s).get_api_versions().versions == ["v1"]
     groups = client.ApisApi(k8s).get_api_versions().groups
-    assert {g.name for g in groups} == {"batch", "argoproj.io", "resource.k8s.io"}
+    assert {g.name for g in groups} == {
+        "batch",
+        "argoproj.io",
+        "resource.k8s.io",
+        "apps",
+        "leaderworkerset.x-k8s.io",
+        "kubeflow.org",
+    }
     resources = client.BatchV1Api(k8s).get_api_resources().resources
     assert {r.name for r in resources} == {"jobs", "cronjobs"}
     assert client.VersionApi(k8s).get_code().major == "1"

@@ -44,7 +44,7 @@ SERVICE_DNS = f"costgate.{NAMESPACE}.svc"
 # other fields used here): the oldest version supported. And the newest the library bundles.
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 
-WEBHOOKS = ("pods", "jobs", "cronjobs", "workflows", "claims")
+WEBHOOKS = ("pods", "jobs", "cronjobs", "workflows", "claims", "apps", "mlkinds", "scale")
 PATHS = {"mutate": "/mutate", "validate": "/validate"}
 CONFIG_KINDS = {
     "mutate": "MutatingWebhookConfiguration",
@@ -66,12 +66,47 @@ EXPECTED_RULES = {
     "claims": [
         ("resource.k8s.io", "v1", ("resourceclaims", "resourceclaimtemplates"), "Namespaced")
     ],
+    "apps": [
+        ("apps", "v1", ("deployments", "statefulsets", "replicasets", "daemonsets"), "Namespaced")
+    ],
+    "mlkinds": [
+        (
+            "kubeflow.org",
+            "*",
+            (
+                "pytorchjobs",
+                "tfjobs",
+                "mpijobs",
+                "xgboostjobs",
+                "paddlejobs",
+                "jaxjobs",
+                "notebooks",
+            ),
+            "Namespaced",
+        ),
+        ("ray.io", "*", ("rayclusters", "rayjobs", "rayservices"), "Namespaced"),
+        ("jobset.x-k8s.io", "*", ("jobsets",), "Namespaced"),
+        ("leaderworkerset.x-k8s.io", "*", ("leaderworkersets",), "Namespaced"),
+        ("serving.kserve.io", "*", ("inferenceservices", "llminferenceservices"), "Namespaced"),
+        ("batch.volcano.sh", "*", ("jobs",), "Namespaced"),
+    ],
+    "scale": [
+        (
+            "apps",
+            "v1",
+            ("deployments/scale", "statefulsets/scale", "replicasets/scale"),
+            "Namespaced",
+        ),
+        ("leaderworkerset.x-k8s.io", "*", ("leaderworkersets/scale",), "Namespaced"),
+        ("kubeflow.org", "*", ("pytorchjobs/scale",), "Namespaced"),
+    ],
 }
 # The policy's controllers whose UPDATEs the API server does not send, per webhook.
-CONTROLLER_KINDS = {
-    "jobs": {"Job"},
-    "cronjobs": {"CronJob"},
-    "workflows": {"Workflow", "CronWorkflow"},
+CONTROLLER_KINDS = {  # (api_group, kind): Volcano's Job is not batch's
+    "jobs": {("batch", "Job")},
+    "cronjobs": {("batch", "CronJob")},
+    "workflows": {("argoproj.io", "Workflow"), ("argoproj.io", "CronWorkflow")},
+    "apps": {("apps", "Deployment")},
 }
 
 # Deployment variables that webhook.settings.Settings does not have yet, allowed while the
@@ -566,6 +601,11 @@ def test_cluster_role_only_reads_what_the_cache_watches(base):
         ("argoproj.io", "clusterworkflowtemplates"),
         ("resource.k8s.io", "resourceclaims"),
         ("resource.k8s.io", "resourceclaimtemplates"),
+        ("apps", "deployments"),  # what a scale subresource resizes
+        ("apps", "statefulsets"),
+        ("apps", "replicasets"),
+        ("leaderworkerset.x-k8s.io", "leaderworkersets"),
+        ("kubeflow.org", "pytorchjobs"),
     }
 
 
@@ -630,7 +670,9 @@ def test_webhooks_call_the_service_with_v1_reviews(base, policy):
                 "path": PATHS[verb],
                 "port": 443,
             }, where
-            assert webhook["failurePolicy"] == "Fail", where
+            # scale-ups of every Deployment are sent (CEL cannot see the template): an
+            # outage must not stop the autoscaling of services without GPUs
+            assert webhook["failurePolicy"] == ("Ignore" if hook == "scale" else "Fail"), where
             assert webhook["matchPolicy"] == "Equivalent", where
             assert 1 <= webhook["timeoutSeconds"] <= 30, where
             rules = [
@@ -641,7 +683,8 @@ def test_webhooks_call_the_service_with_v1_reviews(base, policy):
             ]
             assert rules == EXPECTED_RULES[hook], where
             for rule in webhook["rules"]:
-                assert rule["operations"] == ["CREATE", "UPDATE"], where
+                operations = ["UPDATE"] if hook == "scale" else ["CREATE", "UPDATE"]
+                assert rule["operations"] == operations, where
             (selector,) = webhook["namespaceSelector"]["matchExpressions"]
             assert selector["key"] == "kubernetes.io/metadata.name"
             assert selector["operator"] == "NotIn"
@@ -703,6 +746,9 @@ def test_every_match_condition_parses(rendered):
         "cronjobs": ["requests-gpus", "not-a-controller-update"],
         "workflows": ["not-a-controller-update"],
         "claims": ["not-the-claim-controller"],
+        "apps": ["pod-templates-request-gpus", "not-a-controller-update"],
+        "mlkinds": ["pod-templates-request-gpus"],
+        "scale": ["more-replicas"],
     }
 
 
@@ -844,8 +890,13 @@ def test_gpu_condition_on_jobs_and_cronjobs(base):
     assert not _evaluate(cronjobs, object={"spec": {"jobTemplate": {"spec": {"template": {}}}}})
 
 
-def _controller_users(policy: dict[str, Any], kinds_: set[str]) -> set[str]:
-    return {u for c in policy["controllers"] if c["kind"] in kinds_ for u in c["users"]}
+def _controller_users(policy: dict[str, Any], kinds_: set[tuple[str, str]]) -> set[str]:
+    return {
+        u
+        for c in policy["controllers"]
+        if (c["api_group"], c["kind"]) in kinds_
+        for u in c["users"]
+    }
 
 
 def test_controller_updates_are_not_sent(base, policy):

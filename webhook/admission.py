@@ -138,6 +138,15 @@ def parse_review(body: bytes) -> Request:
     dry_run = request.get("dryRun") or False
     if type(dry_run) is not bool:
         raise ReviewError(messages.wrong_type("request.dryRun", "bool", dry_run), uid)
+    resource = request.get("resource") or {}
+    if type(resource) is not dict:
+        raise ReviewError(messages.wrong_type("request.resource", "dict", resource), uid)
+    plural, resource_group = resource.get("resource") or "", resource.get("group") or ""
+    sub_resource = request.get("subResource") or ""
+    if type(plural) is not str or type(resource_group) is not str or type(sub_resource) is not str:
+        raise ReviewError("request.resource and request.subResource must be strings", uid)
+    if resource_group:
+        plural = f"{resource_group}/{plural}"  # apps/deployments: as the kinds table names it
     group, kind_name = kind.get("group"), kind.get("kind")
     namespace, name, username = request.get("namespace"), request.get("name"), user.get("username")
     # _str only for a field missing (None: "") or of another type (an error)
@@ -166,6 +175,8 @@ def parse_review(body: bytes) -> Request:
         tuple(groups),
         dry_run,
         extra,
+        plural,
+        sub_resource,
     )
 
 

@@ -153,7 +153,7 @@ def ensure_certificates(directory: Path, hosts: list[str]) -> CertPaths:
 
 
 # The webhooks of manifests/base/webhooks.yaml, each of which needs the CA bundle.
-WEBHOOK_KINDS = ("pods", "jobs", "cronjobs", "workflows", "claims")
+WEBHOOK_KINDS = ("pods", "jobs", "cronjobs", "workflows", "claims", "apps", "mlkinds", "scale")
 
 
 def write_cluster_manifests(

@@ -206,6 +206,8 @@ class AdmissionService:
         config: Config | None = None
         try:
             config = self._config()
+            if kind == "other" and handles(request.group, request.kind, config.policy):
+                kind = request.kind  # a kind of the policy's kinds table
             now = self._clock()
             if endpoint == "mutate":
                 answer = mutate(request, config=config, now=now, state=self.state)

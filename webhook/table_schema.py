@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .core.gpu_names import is_gpu_name
 from .core.quantities import parse_duration
+from .kinds_schema import _Kind
 
 __all__ = ["_ApproverIdentities", "_Budget", "_NamespaceRules", "_Policy", "_Pricing", "_Quota"]
 
@@ -256,6 +257,8 @@ class _Policy(_NamespaceRules):
     approver_identities: dict[str, _ApproverIdentities] = {}
     exempt_namespaces: list[str] = []
     controllers: list[_Controller] = []
+    # kinds priced through the kinds table, added to (or replacing) the shipped entries
+    kinds: list[_Kind] = []
     namespaces: dict[str, _NamespaceRules] = {}
 
     @field_validator("approver_identities")

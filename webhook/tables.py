@@ -6,6 +6,8 @@ A bad file is refused with a message naming the file and the field, e.g.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
@@ -22,19 +24,24 @@ from .core.catalog import (
     normalize_label_value,
 )
 from .core.config import Config
+from .core.extract.kinds import EXTRACTORS
+from .core.kindspec import Factor, KindSpec, TemplateSpec
 from .core.policy import ApproverIdentities, NamespacePolicy, Policy, TrustedController
 from .core.quantities import parse_duration
 from .core.types import ApprovalVerifier
 from .core.usage import Budget, Quota
 from .embedded_yaml import parse_embedded_yaml
+from .kinds_schema import _Kind, _KindsFile
 from .table_schema import _Budget, _NamespaceRules, _Policy, _Pricing, _Quota
 
 __all__ = [
+    "BUNDLED_KINDS",
     "BUNDLED_POLICY",
     "BUNDLED_PRICING",
     "TableError",
     "check_gpu_names",
     "load_config",
+    "load_kinds",
     "load_policy",
     "load_pricing",
     "parse_policy",
@@ -44,6 +51,7 @@ __all__ = [
 _DEFAULTS = Path(__file__).parent / "defaults"
 BUNDLED_PRICING = _DEFAULTS / "pricing.yaml"  # a link to pricing/default.yaml in the repository
 BUNDLED_POLICY = _DEFAULTS / "policy.yaml"
+BUNDLED_KINDS = _DEFAULTS / "kinds.yaml"  # the kinds table entries costgate ships
 
 
 class TableError(ValueError):
@@ -131,6 +139,69 @@ def parse_pricing(data: object, origin: str = "pricing") -> PriceTable:
         source=origin,
         device_classes=device_classes,
     )
+
+
+def _kind_spec(model: _Kind, origin: str) -> KindSpec:
+    return KindSpec(
+        group=model.group,
+        kind=model.kind,
+        workload_class=model.workload_class,
+        templates=tuple(
+            TemplateSpec(
+                label=t.label,
+                each=t.each,
+                template="" if t.pod_spec else t.template,
+                pod_spec=t.pod_spec,
+                containers=tuple(t.containers),
+                replicas=t.replicas,
+                default_replicas=t.default_replicas,
+                max_replicas=t.max_replicas,
+                autoscaling=t.autoscaling,
+                min_replicas=t.min_replicas,
+                count_annotation=t.count_annotation,
+                unbounded=t.unbounded,
+                factors=tuple(
+                    Factor(f.path, f.default, f.minus, f.minus_unless) for f in t.factors
+                ),
+            )
+            for t in model.templates
+        ),
+        deadline=model.deadline,
+        suspend=model.suspend,
+        source=origin,
+        resource=model.resource,
+        scale=model.scale,
+    )
+
+
+def _kinds(
+    models: Iterable[_Kind], origin: str, where: str = "kinds"
+) -> dict[tuple[str, str], KindSpec]:
+    found: dict[tuple[str, str], KindSpec] = {}
+    for i, model in enumerate(models):
+        key = (model.group, model.kind)
+        if key in EXTRACTORS:
+            # Pods, Jobs and Argo's kinds are read by code that knows their semantics
+            raise TableError(
+                f"{origin}: {where}.{i}: {model.group or 'core'}/{model.kind} has a reader of "
+                "its own and cannot be described in the kinds table"
+            )
+        if key in found:
+            raise TableError(f"{origin}: {where}.{i}: {model.group}/{model.kind} is listed twice")
+        found[key] = _kind_spec(model, origin)
+    return found
+
+
+def parse_kinds(data: object, origin: str = "kinds") -> Mapping[tuple[str, str], KindSpec]:
+    """The kinds table entries of a kinds file; TableError naming `origin` and the field."""
+    return _kinds(_validate(_KindsFile, data, origin).kinds, origin)
+
+
+@functools.cache
+def load_kinds(path: Path | None = None) -> Mapping[tuple[str, str], KindSpec]:
+    """The shipped kinds table (read once: it is part of the package)."""
+    path = path or BUNDLED_KINDS
+    return parse_kinds(_read(path, "kinds"), str(path))
 
 
 def _quota(rules: _Quota) -> Quota:
@@ -245,6 +316,7 @@ def parse_policy(data: object, origin: str = "policy") -> Policy:
         hours_per_month=model.hours_per_month,
         approval_clock_skew_seconds=parse_duration(model.approval_clock_skew) or 60,
         source=origin,
+        kinds={**load_kinds(), **_kinds(model.kinds, origin)},
     )
 
 

@@ -177,7 +177,10 @@ PINNED = {
         "allowance"
     ),
     Context: ("workload policy table hours_per_month verify now skew requester state entry credit"),
-    Request: "uid operation group kind namespace name obj old_obj username groups dry_run extra",
+    Request: (
+        "uid operation group kind namespace name obj old_obj username groups dry_run extra "
+        "resource sub_resource"
+    ),
 }
 
 

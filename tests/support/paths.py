@@ -8,3 +8,5 @@ REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 FIXTURES = TESTS / "fixtures"
 ADMISSION = FIXTURES / "admission"
+ADMISSION_KINDS = FIXTURES / "admission-kinds"  # workload controllers, scale, ML operators
+ML_OPERATORS = FIXTURES / "ml-operators"  # the operators' upstream example manifests

@@ -14,7 +14,15 @@ from .catalog import PriceTable
 from .policy import Policy
 from .types import ApprovalVerifier, Request, Workload
 
-__all__ = ["ClaimLookup", "Config", "Extractor", "ParseText", "Referrers", "TemplateLookup"]
+__all__ = [
+    "ClaimLookup",
+    "Config",
+    "Extractor",
+    "ParentLookup",
+    "ParseText",
+    "Referrers",
+    "TemplateLookup",
+]
 
 # Reads YAML embedded in objects (Argo's podSpecPatch).
 ParseText = Callable[[str], Any]
@@ -26,6 +34,9 @@ Referrers = Callable[[str, str, bool], "Sequence[Mapping[str, Any]]"]
 # (kind: ResourceClaimTemplate or ResourceClaim, namespace, name) -> that object's spec, or
 # None if unknown here (DRA claims a pod names: resource.k8s.io).
 ClaimLookup = Callable[[str, str, str], "Mapping[str, Any] | None"]
+# (API group, resource plural, namespace, name) -> that object as the watch cache last saw it
+# (a Deployment a Scale request resizes), or None if unknown here.
+ParentLookup = Callable[[str, str, str, str], "Mapping[str, Any] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,7 @@ class Config:
     verify_approval: ApprovalVerifier | None = None
     referrers: Referrers | None = None
     claims: ClaimLookup | None = None
+    parents: ParentLookup | None = None
 
 
 class Extractor(Protocol):

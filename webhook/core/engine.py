@@ -15,8 +15,9 @@ from . import messages
 from .config import Config, Extractor
 from .decide import assess
 from .extract.claims import CLAIM_KINDS
-from .extract.kinds import EXTRACTORS, handles
+from .extract.kinds import EXTRACTORS, extract_table, handles
 from .extract.podspec import ObjectError
+from .extract.scale import scale_request
 from .patch import UNCHANGED, Mutation, mutation
 from .rules.context import Context
 from .rules.labels import check_labels
@@ -83,6 +84,8 @@ def mutate(
 ) -> Mutation:
     """The mutating webhook's answer to the same request: the patch that sets the deadline,
     stamps the estimate and copies attribution, or the refusal of an unreadable object."""
+    if request.sub_resource:  # a Scale: the object it resizes is patched by nobody here
+        return UNCHANGED
     found = _review(request, config, now, state)
     return UNCHANGED if found is _NOTHING else mutation(found, request.obj)
 
@@ -117,7 +120,19 @@ def _edited(request: Request, found: Findings, config: Config, now: float) -> Fi
 
 
 def _findings(request: Request, config: Config, now: float, state: UsageView | None) -> Findings:
+    if request.sub_resource == "scale":  # kubectl scale, the HPA: the resized object's update
+        try:
+            scaled = scale_request(request, config)
+        except ObjectError as exc:
+            return Findings(refusals=(exc.reason,), status_code=400)
+        if scaled is None:
+            return _NOTHING
+        if isinstance(scaled, str):  # the object is not seen here: allowed, and said so
+            return Findings(warnings=(scaled,))
+        request = scaled
     extractor = EXTRACTORS.get((request.group, request.kind))
+    if extractor is None and (request.group, request.kind) in config.policy.kinds:
+        extractor = extract_table  # Deployments, operators' kinds: the kinds table
     if extractor is None or request.namespace in config.policy.exempt_namespaces:
         return _NOTHING
     if request.operation not in ("CREATE", "UPDATE"):

@@ -15,7 +15,7 @@ from .extract.kinds import extractor_for
 from .extract.podspec import ObjectError
 from .policy import Policy
 from .pricing import demand, price_for
-from .types import ANNOTATION_ESTIMATED_COST, Request
+from .types import ANNOTATION_ESTIMATED_COST, ANNOTATION_PRICED_BY, Request
 from .usage import Usage
 
 __all__ = ["finished", "holding"]
@@ -55,6 +55,24 @@ def _creator(metadata: Mapping[str, Any], policy: Policy) -> str:
     return ""
 
 
+def _job_pod(metadata: Mapping[str, Any]) -> bool:
+    owners = metadata.get("ownerReferences")
+    return isinstance(owners, list) and any(
+        isinstance(o, dict)
+        and o.get("controller")
+        and o.get("kind") == "Job"
+        and str(o.get("apiVersion", "")).startswith("batch/")
+        for o in owners
+    )
+
+
+def _marked_kind(annotations: Any) -> tuple[str, str]:
+    """(group, kind) named by a pod's costgate.io/priced-by annotation."""
+    value = str(annotations.get(ANNOTATION_PRICED_BY, ""))
+    group, _, kind = value.rpartition("/")
+    return group, kind
+
+
 def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Usage | None:
     """What a live object in the cluster holds, as quotas count it; None when nothing.
 
@@ -63,7 +81,7 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
     reference is written by a user, so a spoofed owner does not hide a pod from quotas.
     The estimate uses the deadline in the spec (which costgate set), not annotations a user
     can edit later."""
-    extractor = extractor_for(group, kind)
+    extractor = extractor_for(group, kind, config.policy)
     if extractor is None or (group, kind) not in _RUNNING_KINDS or finished(kind, obj):
         return None
     metadata = obj.get("metadata")
@@ -71,9 +89,18 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
         return None
     annotations = metadata.get("annotations")
     stamped = isinstance(annotations, dict) and ANNOTATION_ESTIMATED_COST in annotations
+    # A pod of an object priced through the kinds table (a Deployment, a PyTorchJob) counts
+    # on its own while it runs: the watch does not follow those objects.
+    # (A pod of a Job, a JobSet's, counts with its Job, which the watch follows.)
+    marked = (
+        kind == "Pod"
+        and isinstance(annotations, dict)
+        and ANNOTATION_PRICED_BY in annotations
+        and not _job_pod(metadata)
+    )
     # Only a pod counts with its owner, which the watch counts: a Job a CronJob made, or a
     # Workflow a CronWorkflow made, holds GPUs that nothing else would count.
-    creator = "" if stamped or kind != "Pod" else _creator(metadata, config.policy)
+    creator = "" if stamped or marked or kind != "Pod" else _creator(metadata, config.policy)
     request = Request(
         uid="",
         operation="CREATE",
@@ -92,6 +119,10 @@ def holding(group: str, kind: str, obj: Mapping[str, Any], config: Config) -> Us
         return None
     if workload.suspended:  # no pod runs: nothing held until it is resumed
         return None
+    if marked:  # priced as its owner's kind prices its pods: serving ones per month
+        spec = config.policy.kinds.get(_marked_kind(annotations))
+        if spec is not None and spec.workload_class == "serving":
+            workload = workload._replace(workload_class="serving")
     policy = config.policy.for_namespace(workload.namespace)
     pricing = price_for(
         workload,

@@ -69,6 +69,23 @@ def _parent(obj: Mapping[str, Any], pointer: str) -> tuple[Mapping[str, Any] | N
     return (node if isinstance(node, Mapping) else None), last
 
 
+def _create(obj: Mapping[str, Any], pointer: str, value: Any) -> list[dict[str, Any]]:
+    """The one `add` that creates the missing objects on the way to `pointer` with `value`
+    at its end; none when something on the way is not an object."""
+    tokens = pointer.strip("/").split("/")
+    node: Any = obj
+    for depth, token in enumerate(tokens):
+        if not isinstance(node, Mapping):
+            return []
+        child = node.get(token)
+        if child is None:
+            for name in reversed(tokens[depth + 1 :]):
+                value = {name: value}
+            return [{"op": "add", "path": "/" + "/".join(tokens[: depth + 1]), "value": value}]
+        node = child
+    return []
+
+
 def _ensure_entries(
     obj: Mapping[str, Any], pointer: str, maps: Mapping[str, Mapping[str, str]]
 ) -> list[dict[str, Any]]:
@@ -108,12 +125,14 @@ def patch_ops(decision: Decision, obj: Mapping[str, Any]) -> list[dict[str, Any]
     pod templates; [] when nothing changes."""
     ops: list[dict[str, Any]] = []
     workload = decision.workload
-    if decision.deadline is not None and workload is not None:
+    if decision.deadline is not None and workload is not None and workload.deadline_path:
         parent, key = _parent(obj, workload.deadline_path)
         current = parent.get(key) if parent is not None else None
         if parent is not None and current != decision.deadline:
             op = "replace" if current is not None else "add"
             ops.append({"op": op, "path": workload.deadline_path, "value": decision.deadline})
+        elif parent is None:  # e.g. a PyTorchJob without spec.runPolicy: created around it
+            ops += _create(obj, workload.deadline_path, decision.deadline)
     if decision.stamp is not None:
         metadata = obj.get("metadata")
         annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None

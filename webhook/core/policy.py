@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .kindspec import KindSpec
 from .types import Mode
 from .usage import Budget, Quota
 
@@ -126,6 +127,9 @@ class Policy:
     hours_per_month: float = 730.0
     approval_clock_skew_seconds: int = 60
     source: str = ""
+    # The kinds priced through the kinds table (shipped entries, with the policy's own
+    # `kinds:` added or overriding them), by (API group, kind).
+    kinds: Mapping[tuple[str, str], KindSpec] = field(default_factory=dict)
 
     def for_namespace(self, namespace: str) -> NamespacePolicy:
         return self.namespaces.get(namespace, self.default)

@@ -21,7 +21,9 @@ __all__ = [
     "ANNOTATION_ESTIMATED_COST",
     "ANNOTATION_GPU_TYPE",
     "ANNOTATION_MAX_FANOUT",
+    "ANNOTATION_MAX_NODES",
     "ANNOTATION_MAX_RUNTIME",
+    "ANNOTATION_PRICED_BY",
     "COSTGATE_PREFIX",
     "DEFAULT_GRACE_SECONDS",
     "EMPTY",
@@ -53,6 +55,11 @@ ANNOTATION_GPU_TYPE = "costgate.io/gpu-type"
 ANNOTATION_ESTIMATED_COST = "costgate.io/estimated-cost"
 ANNOTATION_APPROVAL = "costgate.io/approval"
 ANNOTATION_MAX_FANOUT = "costgate.io/max-fanout"  # the most items a withParam loop has
+# On the pod templates of an object priced through the kinds table: "<group>/<Kind>" of it.
+# Its controllers' pods carrying it are not priced again; quotas count them as they run.
+ANNOTATION_PRICED_BY = "costgate.io/priced-by"
+# The most nodes a DaemonSet may run on: a DaemonSet is priced per node.
+ANNOTATION_MAX_NODES = "costgate.io/max-nodes"
 
 # terminationGracePeriodSeconds when a pod sets none: the API server writes it in.
 DEFAULT_GRACE_SECONDS = 30
@@ -121,6 +128,11 @@ class Request(NamedTuple):
     # request.userInfo.extra as the API server sent it (checked to be lists of strings);
     # impersonating proxies put the person they act for there
     extra: Mapping[str, Sequence[str]] = MappingProxyType({})
+    # request.resource as "<group>/<plural>" ("pods" in the core group) and
+    # request.subResource: a `kubectl scale` or an HPA sends an autoscaling/v1 Scale for
+    # resource "apps/deployments", subresource "scale"
+    resource: str = ""
+    sub_resource: str = ""
 
 
 class Requester(NamedTuple):

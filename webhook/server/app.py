@@ -228,6 +228,7 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
     lookup = None
     referrers = None
     claims = None
+    parents = None
     state: State
     if settings.state == "cluster":
         state = cluster_state(
@@ -242,6 +243,7 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
         lookup = state.cluster.lookup()
         referrers = state.cluster.referrers()
         claims = state.cluster.claims()
+        parents = state.cluster.parents()
         metrics.watch_state(state.cluster.sync_state, lambda: len(state.tally))
     else:
         state = memory_state()
@@ -264,7 +266,9 @@ def create_app(settings: Settings | None = None) -> AdmissionEndpoints:
         config = load_config(settings.pricing, settings.policy, verify)
         if lookup is None:
             return config
-        return dataclasses.replace(config, lookup=lookup, referrers=referrers, claims=claims)
+        return dataclasses.replace(
+            config, lookup=lookup, referrers=referrers, claims=claims, parents=parents
+        )
 
     # Pricing and policy ConfigMaps change under the server: re-read, a bad file refused
     reloader = Reloader(

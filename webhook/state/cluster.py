@@ -1,7 +1,7 @@
 """Cluster state through the official `kubernetes` client: a watch cache of live costed
 workloads, WorkflowTemplates for Workflows that reference them (and the live Workflows
-filed by the templates they run), the DRA claims and claim templates pods name, and the
-budget ledgers.
+filed by the templates they run), the DRA claims and claim templates pods name, the
+objects a `scale` subresource resizes, and the budget ledgers.
 
 One Watcher (`.watch`) per resource keeps it current; the cache keeps only a small Usage per
 costed workload. Admission never calls the API server for quotas: it reads the sums this
@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.config import ClaimLookup, Config, Referrers, TemplateLookup
+from ..core.config import ClaimLookup, Config, ParentLookup, Referrers, TemplateLookup
+from ..core.extract.podspec import ObjectError
+from ..core.extract.table import extract_table
 from ..core.holding import holding
-from ..core.types import ANNOTATION_ESTIMATED_COST
+from ..core.types import ANNOTATION_ESTIMATED_COST, ANNOTATION_PRICED_BY, Request
 from . import State
 from .ledger import ConfigMapLedger
 from .referrers import WorkflowsByTemplate
@@ -53,6 +55,7 @@ class ClusterState:
         self.api_client = api_client  # shared with what else asks the API server (/status)
         core = client.CoreV1Api(api_client)
         batch = client.BatchV1Api(api_client)
+        apps = client.AppsV1Api(api_client)
         custom = client.CustomObjectsApi(api_client)
         argo = ("argoproj.io", "v1alpha1")
         self.tally = Tally()
@@ -60,6 +63,9 @@ class ClusterState:
         self._config = config
         self.stale_after = stale_after
         self._templates: dict[tuple[str, str, bool], Any] = {}
+        # (group, plural, namespace, name) -> what a Scale of it is priced against: its
+        # metadata and spec when its pod templates ask for GPUs, {} when they do not
+        self._parents: dict[tuple[str, str, str, str], Mapping[str, Any]] = {}
         self.workflows_by_template = WorkflowsByTemplate()
         self._claims: dict[tuple[str, str, str], Any] = {}  # (kind, namespace, name) -> spec
         self._seen: dict[str, float] = {}  # uid -> when last seen, for ledger reconciliation
@@ -98,6 +104,30 @@ class ClusterState:
                 optional=True,
             ),
         ]
+        # what `kubectl scale` and the HPA resize through the scale subresource
+        scalable = [
+            Resource("deployments", "apps", "Deployment", apps.list_deployment_for_all_namespaces),
+            Resource(
+                "statefulsets", "apps", "StatefulSet", apps.list_stateful_set_for_all_namespaces
+            ),
+            Resource("replicasets", "apps", "ReplicaSet", apps.list_replica_set_for_all_namespaces),
+            Resource(
+                "leaderworkersets",
+                "leaderworkerset.x-k8s.io",
+                "LeaderWorkerSet",
+                crd,
+                ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"),
+                optional=True,
+            ),
+            Resource(
+                "pytorchjobs",
+                "kubeflow.org",
+                "PyTorchJob",
+                crd,
+                ("kubeflow.org", "v1", "pytorchjobs"),
+                optional=True,
+            ),
+        ]
         ledgers = Resource(
             "ledgers",
             "",
@@ -111,6 +141,7 @@ class ClusterState:
             *(self._running_watcher(r, options) for r in running),
             *(self._template_watcher(r, options) for r in templates),
             *(self._claim_watcher(r, options) for r in claims),
+            *(self._parent_watcher(r, options) for r in scalable),
             self._ledger_watcher(ledgers, options),
         ]
 
@@ -190,6 +221,15 @@ class ClusterState:
 
         return find
 
+    def parents(self) -> ParentLookup:
+        """The objects a Scale request resizes, as last seen (a Scale carries no template)."""
+        parents = self._parents
+
+        def find(group: str, plural: str, namespace: str, name: str) -> Any:
+            return parents.get((group, plural, namespace, name))
+
+        return find
+
     def seen(self, uid: str) -> bool | None:
         """Whether an object with this uid was seen (for the ledger); None when the cache
         cannot tell because it is not in sync."""
@@ -222,6 +262,7 @@ class ClusterState:
                 metadata.get("annotations") or {}
             ):
                 self._seen[uid] = time.time()
+            self._owner_seen(metadata)
             return uid
 
         def on_event(event: str, obj: dict[str, Any]) -> None:
@@ -294,6 +335,69 @@ class ClusterState:
             for stale in [k for k in self._claims if k[0] == kind and k not in fresh]:
                 self._claims.pop(stale, None)
             self._claims.update(fresh)
+
+        return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
+
+    def _owner_seen(self, metadata: Mapping[str, Any]) -> None:
+        """A pod (or Job, ReplicaSet...) made from a template costgate marked, or an object it
+        stamped: its controlling owner exists, which confirms the owner's pending charge (the
+        watch does not follow every operator's kind: a PyTorchJob is seen through its pods)."""
+        annotations = metadata.get("annotations") or {}
+        if ANNOTATION_PRICED_BY not in annotations and ANNOTATION_ESTIMATED_COST not in annotations:
+            return
+        for owner in metadata.get("ownerReferences") or ():
+            if isinstance(owner, dict) and owner.get("controller") and owner.get("uid"):
+                self._seen[str(owner["uid"])] = time.time()
+
+    def _parent_watcher(self, resource: Resource, options: dict[str, int]) -> Watcher:
+        group, plural, kind = resource.group, resource.name, resource.kind
+
+        def key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+            metadata = obj.get("metadata") or {}
+            return (
+                group,
+                plural,
+                str(metadata.get("namespace", "")),
+                str(metadata.get("name", "")),
+            )
+
+        def kept(obj: dict[str, Any]) -> Mapping[str, Any]:
+            """What a Scale is priced against: little for the many objects without GPUs."""
+            metadata = obj.get("metadata") or {}
+            request = Request("", "CREATE", group, kind, "", "", obj)
+            try:
+                gpus = extract_table(request, self._config()) is not None
+            except (ObjectError, RecursionError):
+                gpus = True  # priced (and refused) as written when it is scaled
+            if not gpus:
+                return {}
+            keys = ("name", "namespace", "uid", "labels", "annotations", "ownerReferences")
+            return {
+                "metadata": {k: metadata[k] for k in keys if k in metadata},
+                "spec": obj.get("spec"),
+            }
+
+        def seen(obj: dict[str, Any]) -> None:
+            metadata = obj.get("metadata") or {}
+            if ANNOTATION_ESTIMATED_COST in (metadata.get("annotations") or {}):
+                self._seen[str(metadata.get("uid", ""))] = time.time()  # its charge: confirmed
+            self._owner_seen(metadata)
+
+        def on_event(event: str, obj: dict[str, Any]) -> None:
+            if event == "DELETED":
+                self._parents.pop(key(obj), None)
+            else:
+                self._parents[key(obj)] = kept(obj)
+                seen(obj)
+
+        def on_relist(items: Iterator[dict[str, Any]]) -> None:
+            listed = list(items)
+            for obj in listed:
+                seen(obj)
+            fresh = {key(obj): kept(obj) for obj in listed}
+            for stale in [k for k in self._parents if k[:2] == (group, plural) and k not in fresh]:
+                self._parents.pop(stale, None)
+            self._parents.update(fresh)
 
         return Watcher(resource, on_event=on_event, on_relist=on_relist, **options)
 

@@ -8,10 +8,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..policy import Policy
-from ..types import WorkloadClass
+from ..types import ANNOTATION_PRICED_BY, WorkloadClass
 from .podspec import ObjectError, field
 
-__all__ = ["owner_class", "run_of"]
+__all__ = ["SCHEDULES", "owner_class", "run_of"]
+
+# Owners whose controller starts runs on a schedule: what they create is a `run`, priced and
+# charged on its own (the schedule was gated per month). What any other priced owner creates
+# (a Deployment's ReplicaSet, a JobSet's Jobs, a Workflow's pods) was priced with it.
+SCHEDULES = frozenset({("batch", "CronJob"), ("argoproj.io", "CronWorkflow")})
 
 
 def owner_class(
@@ -27,10 +32,17 @@ def owner_class(
         if not owner.get("controller"):
             continue
         group = str(owner.get("apiVersion", "")).rpartition("/")[0]
-        role = policy.controller_role(group, str(owner.get("kind", "")), username, created)
+        kind = str(owner.get("kind", ""))
+        role = policy.controller_role(group, kind, username, created)
         if role == "priced":
-            return "controlled" if created == "Pod" else "run"
+            return "run" if (group, kind) in SCHEDULES and created != "Pod" else "controlled"
         if role == "serving":
+            # A pod of a ReplicaSet, StatefulSet or DaemonSet whose template carries the
+            # mark of a kind costgate priced (the object itself, or the Deployment, Notebook
+            # or LeaderWorkerSet above it): priced with that object, not per pod again.
+            annotations = metadata.get("annotations")
+            if isinstance(annotations, dict) and annotations.get(ANNOTATION_PRICED_BY):
+                return "controlled"
             return "serving"
     return "batch"
 

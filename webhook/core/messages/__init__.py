@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import approval as _approval
 from . import cost as _cost
 from . import devices as _devices
+from . import kinds as _kinds
 from . import limits as _limits
 from . import objects as _objects
 from . import schedule as _schedule
@@ -19,6 +20,7 @@ from . import text as _text
 from .approval import *  # noqa: F403
 from .cost import *  # noqa: F403
 from .devices import *  # noqa: F403
+from .kinds import *  # noqa: F403
 from .limits import *  # noqa: F403
 from .objects import *  # noqa: F403
 from .schedule import *  # noqa: F403
@@ -28,6 +30,7 @@ __all__ = [
     *_approval.__all__,
     *_cost.__all__,
     *_devices.__all__,
+    *_kinds.__all__,
     *_limits.__all__,
     *_objects.__all__,
     *_schedule.__all__,
