@@ -130,13 +130,20 @@ class Policy:
     # The kinds priced through the kinds table (shipped entries, with the policy's own
     # `kinds:` added or overriding them), by (API group, kind).
     kinds: Mapping[tuple[str, str], KindSpec] = field(default_factory=dict)
+    # Every trusted controller's account, derived once: every update asks (two dozen
+    # controllers with the kinds table's operators).
+    controller_users: frozenset[str] = field(init=False, default=frozenset())
+
+    def __post_init__(self) -> None:
+        users = frozenset(u for c in self.trusted_controllers for u in c.users)
+        object.__setattr__(self, "controller_users", users)
 
     def for_namespace(self, namespace: str) -> NamespacePolicy:
         return self.namespaces.get(namespace, self.default)
 
     def is_controller(self, username: str) -> bool:
         """Whether `username` is one of the trusted controllers' accounts."""
-        return any(username in c.users for c in self.trusted_controllers)
+        return username in self.controller_users
 
     def controller_role(
         self, api_group: str, kind: str, username: str, created: str = "Pod"
